@@ -1,0 +1,93 @@
+"""Yardsticks of ``method.md``: shift-invariant motif similarity and peak matching."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import fft, optimize, spatial
+
+
+def shift_invariant_similarity(a: np.ndarray, a0: np.ndarray) -> float:
+    """``max_tau |<a, s_tau[a0]>| / (||a|| ||a0||)`` over all 2-D shifts.
+
+    Parameters
+    ----------
+    a, a0 : ndarray
+        Motifs ``(kh, kw)`` or ``(C, kh, kw)`` (channels are summed in the
+        inner product and share the shift). Sizes may differ.
+
+    Returns
+    -------
+    float
+        In [0, 1]; 1 is exact recovery up to shift and sign.
+    """
+    a = np.asarray(a, float)
+    a0 = np.asarray(a0, float)
+    if a.ndim == 2:
+        a, a0 = a[None], a0[None]
+    if a.shape[0] != a0.shape[0]:
+        raise ValueError(f"channel counts differ: {a.shape} vs {a0.shape}")
+    na, n0 = np.linalg.norm(a), np.linalg.norm(a0)
+    if na == 0 or n0 == 0:
+        return 0.0
+    # Full 2-D cross-correlation, summed over channels, by FFT.
+    s = (a.shape[1] + a0.shape[1] - 1, a.shape[2] + a0.shape[2] - 1)
+    corr = fft.irfft2(fft.rfft2(a, s) * np.conj(fft.rfft2(a0, s)), s).sum(0)
+    return float(np.abs(corr).max() / (na * n0))
+
+
+def similarity_matrix(kernels: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Pairwise shift-invariant similarity, ``(len(kernels), len(truth))``."""
+    return np.array([[shift_invariant_similarity(a, b) for b in truth] for a in kernels])
+
+
+def match_motifs(kernels: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Best one-to-one matching of found motifs to true ones (Hungarian).
+
+    Parameters
+    ----------
+    kernels : ndarray
+        Found motifs ``(N, ...)``.
+    truth : ndarray
+        True motifs ``(M, ...)``.
+
+    Returns
+    -------
+    sims : ndarray
+        ``(M,)`` similarity of each true motif to its match (0 if unmatched).
+    assignment : ndarray
+        ``(M,)`` index of the found motif matched to each true one (-1 if none).
+    """
+    S = similarity_matrix(kernels, truth)
+    rows, cols = optimize.linear_sum_assignment(-S)
+    sims = np.zeros(len(truth))
+    assign = -np.ones(len(truth), int)
+    sims[cols] = S[rows, cols]
+    assign[cols] = rows
+    return sims, assign
+
+
+def precision_recall(
+    found: np.ndarray, truth: np.ndarray, tol: float = 2.0
+) -> tuple[float, float]:
+    """Precision and recall of found positions against true ones, one-to-one within ``tol``.
+
+    Parameters
+    ----------
+    found, truth : ndarray
+        ``(M, 2)`` positions (row, col).
+    tol : float
+        Largest distance (pixels) at which a found point matches a true one.
+
+    Returns
+    -------
+    precision, recall : float
+    """
+    found = np.asarray(found, float).reshape(-1, 2)
+    truth = np.asarray(truth, float).reshape(-1, 2)
+    if len(found) == 0 or len(truth) == 0:
+        return (1.0 if len(found) == 0 else 0.0), (1.0 if len(truth) == 0 else 0.0)
+    d = spatial.distance.cdist(found, truth)
+    cost = np.where(d <= tol, d, 1e6)
+    r, c = optimize.linear_sum_assignment(cost)
+    hits = int(np.sum(d[r, c] <= tol))
+    return hits / len(found), hits / len(truth)
