@@ -1,0 +1,437 @@
+"""From a :class:`~napari_sasd.SolveResult` to napari layers.
+
+Two halves: pure functions that turn a result into layer-data tuples
+(``(data, kwargs, layer_type)``, no viewer needed, easy to test), and
+:func:`apply_layer_data`, which puts those tuples into a viewer, updating the
+previous result layers of the same source in place. Call the latter on the main
+thread only (napari layers are not thread-safe).
+
+Geometry: the analysed region ``[y0, x0, y1, x1]`` is in pixels of the source
+layer's data. Results are placed with the source's ``scale`` and a
+``translate`` shifted by the region offset, so they line up with the source in
+world coordinates. Rotation, shear and affine of the source are not carried
+over.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ._version import __version__
+from .peaks import Defects
+from .result import SolveResult
+
+#: Metadata key of every result layer (the bundle writer relies on it).
+META_KEY = "napari_sasd"
+#: One colour per motif, readable on a black background and distinct from
+#: each other; cycles after eight motifs.
+PALETTE = (
+    "#ff4d4d",
+    "#33c3ff",
+    "#ffd23f",
+    "#5ee35e",
+    "#ff66e0",
+    "#ff9a3c",
+    "#a68cff",
+    "#3fffd2",
+)
+ROLES = ("motifs", "activation", "defects", "reconstruction", "residual")
+#: Pixels between the region's right edge and the motifs, and between motifs.
+MOTIF_GAP = 3
+
+
+def motif_color(n: int) -> str:
+    """Hex colour of motif ``n`` (0-based), from :data:`PALETTE`."""
+    return PALETTE[n % len(PALETTE)]
+
+
+def motif_rgba(n: int | np.ndarray) -> np.ndarray:
+    """RGBA in [0, 1] of motif(s) ``n``: ``(4,)`` or ``(M, 4)``."""
+    table = np.array([_hex_to_rgba(c) for c in PALETTE])
+    return table[np.asarray(n) % len(PALETTE)]
+
+
+def motif_colormap(n: int):
+    """A black-to-colour napari colormap for motif ``n``'s activation map.
+
+    Black is transparent under additive blending, so several activation maps
+    (and the image below) stay visible together.
+    """
+    from napari.utils.colormaps import Colormap
+
+    rgba = _hex_to_rgba(motif_color(n))
+    return Colormap(
+        colors=np.array([[0.0, 0.0, 0.0, 1.0], rgba]), name=f"napari-sasd motif {n + 1}"
+    )
+
+
+def region_geometry(
+    scale: Sequence[float], translate: Sequence[float], region: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scale and translate (last two axes) of layers covering ``region``.
+
+    Parameters
+    ----------
+    scale, translate : sequence of float
+        The source layer's ``scale`` and ``translate`` (any number of axes;
+        the last two are the image plane).
+    region : sequence of int
+        ``[y0, x0, y1, x1]`` in source pixels.
+
+    Returns
+    -------
+    scale, translate : ndarray
+        ``(2,)`` each: a layer whose pixel (0, 0) is source pixel (y0, x0).
+    """
+    s = np.asarray(scale, float)[-2:]
+    t = np.asarray(translate, float)[-2:]
+    return s, t + s * np.asarray(region[:2], float)
+
+
+def result_metadata(
+    role: str,
+    result: SolveResult,
+    *,
+    region: Sequence[int],
+    source: str,
+    source_path: str | None = None,
+    seed: int | None = None,
+    motif: int | None = None,
+    run_id: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The JSON-serialisable ``metadata['napari_sasd']`` dict of a result layer.
+
+    Parameters
+    ----------
+    role : str
+        One of :data:`ROLES`.
+    result : SolveResult
+        The solve the layer shows.
+    region : sequence of int
+        ``[y0, x0, y1, x1]`` analysed, in source pixels.
+    source, source_path : str
+        Name of the source layer and the file it came from (if any).
+    seed : int, optional
+        Random seed of the solve (default: ``result.params['seed']``).
+    motif : int, optional
+        Motif index, for per-motif layers (activation maps, motifs).
+    run_id : str, optional
+        Identifies the run, so a re-run replaces exactly its own layers.
+    **extra
+        More JSON-serialisable entries (e.g. the detection threshold).
+    """
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    if seed is None:
+        seed = result.params.get("seed")
+    meta: dict[str, Any] = {
+        "role": role,
+        "params": _jsonable(result.params),
+        "lam": float(result.lam),
+        "region": [int(v) for v in region],
+        "source": str(source),
+        "source_path": None if source_path is None else str(source_path),
+        "color": motif_color(motif) if motif is not None else None,
+        "version": __version__,
+        "seed": None if seed is None else int(seed),
+        "run_id": run_id,
+    }
+    if motif is not None:
+        meta["motif"] = int(motif)
+    if role == "motifs":
+        meta["kernel_size"] = list(result.kernel_size)
+    meta.update(_jsonable(extra))
+    return meta
+
+
+def defects_layer_data(
+    defects: Defects,
+    result: SolveResult,
+    *,
+    scale: Sequence[float],
+    translate: Sequence[float],
+    region: Sequence[int],
+    source: str,
+    source_path: str | None = None,
+    run_id: str | None = None,
+    threshold: float | None = None,
+) -> tuple:
+    """Points layer-data tuple of the defects, coloured by motif.
+
+    Point positions are in pixels of the analysed region; ``scale`` and
+    ``translate`` (from :func:`region_geometry`) place them in the world.
+    """
+    n = len(defects)
+    pos = np.asarray(defects.positions, float).reshape(n, 2)
+    motif = np.asarray(defects.motif, int).reshape(n)
+    kh, kw = result.kernel_size
+    meta = result_metadata(
+        "defects",
+        result,
+        region=region,
+        source=source,
+        source_path=source_path,
+        run_id=run_id,
+        threshold=threshold,
+        counts=defects.counts(result.n_motifs).tolist(),
+    )
+    kwargs = {
+        "name": f"{source} defects",
+        "scale": tuple(scale),
+        "translate": tuple(translate),
+        # features before face_color: the colours are per point.
+        "features": {"motif": motif, "amplitude": np.asarray(defects.amplitude, float)},
+        "face_color": motif_rgba(motif).reshape(n, 4),
+        "symbol": "ring",
+        "size": max(4.0, 0.6 * max(kh, kw)),
+        "border_width": 0.0,
+        "metadata": {META_KEY: meta},
+    }
+    return pos, kwargs, "points"
+
+
+def result_layer_data(
+    result: SolveResult,
+    defects: Defects,
+    *,
+    source: str,
+    region: Sequence[int],
+    scale: Sequence[float] = (1.0, 1.0),
+    translate: Sequence[float] = (0.0, 0.0),
+    source_path: str | None = None,
+    analysed: np.ndarray | None = None,
+    with_reconstruction: bool = False,
+    run_id: str | None = None,
+    threshold: float | None = None,
+) -> list[tuple]:
+    """All result layers of a solve, as napari layer-data tuples.
+
+    Parameters
+    ----------
+    result : SolveResult
+        The solve.
+    defects : Defects
+        Peaks of ``result.activations`` (:func:`napari_sasd.find_defects`).
+    source : str
+        Name of the source image layer (prefixes the layer names).
+    region : sequence of int
+        ``[y0, x0, y1, x1]`` analysed, in source pixels.
+    scale, translate : sequence of float
+        The source layer's ``scale`` and ``translate``; 3 axes for a
+        spectroscopy cube (the channel axis first), else 2 (or more: only the
+        last two are used).
+    source_path : str, optional
+        File the source came from.
+    analysed : ndarray, optional
+        The image that was solved (after flattening); needed for the residual.
+    with_reconstruction : bool
+        Also return reconstruction and residual layers.
+    run_id : str, optional
+        Run identifier stored in the metadata; a new one if not given.
+    threshold : float, optional
+        Detection threshold used for ``defects`` (stored in the metadata).
+
+    Returns
+    -------
+    list of (data, kwargs, layer_type)
+        Motifs (one image per motif, right of the region), activation maps
+        (one additive image per motif), defects (points), and optionally
+        reconstruction and residual.
+    """
+    run_id = run_id or uuid.uuid4().hex
+    common = {"region": region, "source": source, "source_path": source_path, "run_id": run_id}
+    s2, t2 = region_geometry(scale, translate, region)
+    cube = result.kernels.ndim == 4
+    # The channel axis (cube) keeps the source's scale/translate on axis 0.
+    s_lead = [float(np.asarray(scale)[-3])] if cube and len(scale) >= 3 else [1.0] * cube
+    t_lead = [float(np.asarray(translate)[-3])] if cube and len(translate) >= 3 else [0.0] * cube
+    kh = result.kernel_size[0]
+    y0, x1 = int(region[0]), int(region[3])
+    out: list[tuple] = []
+    for n in range(result.n_motifs):
+        k = np.asarray(result.kernels[n], np.float32)
+        lim = float(np.abs(k).max()) or 1.0
+        # Beside the region, one under the other, at the source's pixel size.
+        off = np.array([y0 + n * (kh + MOTIF_GAP), x1 + MOTIF_GAP], float)
+        t = np.asarray(translate, float)[-2:] + s2 * off
+        out.append(
+            (
+                k,
+                {
+                    "name": f"{source} motif {n + 1}",
+                    "scale": (*s_lead, *s2),
+                    "translate": (*t_lead, *t),
+                    "colormap": "gray",
+                    # Symmetric limits: zero is mid-grey, dips read as dark.
+                    "contrast_limits": (-lim, lim),
+                    "metadata": {META_KEY: result_metadata("motifs", result, motif=n, **common)},
+                },
+                "image",
+            )
+        )
+    for n in range(result.n_motifs):
+        a = np.asarray(result.activations[n], np.float32)
+        hi = float(a.max()) if a.size and a.max() > 0 else 1.0
+        out.append(
+            (
+                a,
+                {
+                    "name": f"{source} activation {n + 1}",
+                    "scale": tuple(s2),
+                    "translate": tuple(t2),
+                    "colormap": motif_colormap(n),
+                    "contrast_limits": (0.0, hi),
+                    "blending": "additive",
+                    "metadata": {
+                        META_KEY: result_metadata("activation", result, motif=n, **common)
+                    },
+                },
+                "image",
+            )
+        )
+    out.append(
+        defects_layer_data(defects, result, scale=s2, translate=t2, threshold=threshold, **common)
+    )
+    if with_reconstruction:
+        rec = np.asarray(result.reconstruction, np.float32)
+        geo = {"scale": (*s_lead, *s2), "translate": (*t_lead, *t2)}
+        out.append(
+            (
+                rec,
+                {
+                    "name": f"{source} reconstruction",
+                    "colormap": "gray",
+                    "metadata": {META_KEY: result_metadata("reconstruction", result, **common)},
+                    **geo,
+                },
+                "image",
+            )
+        )
+        if analysed is not None:
+            res = np.asarray(analysed, np.float32) - rec
+            out.append(
+                (
+                    res,
+                    {
+                        "name": f"{source} residual",
+                        "colormap": "gray",
+                        "metadata": {META_KEY: result_metadata("residual", result, **common)},
+                        **geo,
+                    },
+                    "image",
+                )
+            )
+    return out
+
+
+def layer_key(layer) -> tuple[str, int | None] | None:
+    """``(role, motif)`` of a napari-sasd result layer, ``None`` for other layers."""
+    meta = getattr(layer, "metadata", {}).get(META_KEY)
+    if not isinstance(meta, dict) or "role" not in meta:
+        return None
+    return meta["role"], meta.get("motif")
+
+
+def result_layers(viewer, source: str, run_id: str | None = None) -> list:
+    """Result layers in ``viewer`` made from ``source`` (optionally of one run)."""
+    out = []
+    for layer in viewer.layers:
+        meta = layer.metadata.get(META_KEY)
+        if not isinstance(meta, dict) or meta.get("source") != source or "role" not in meta:
+            continue
+        if run_id is not None and meta.get("run_id") != run_id:
+            continue
+        out.append(layer)
+    return out
+
+
+def apply_layer_data(viewer, tuples: list[tuple], replace: Sequence = ()) -> list:
+    """Show layer-data tuples in ``viewer``, reusing layers from ``replace``.
+
+    A layer in ``replace`` with the same ``(role, motif)`` and type (and, for
+    images, dimensionality) is updated in place (data, geometry, colours,
+    metadata; its name is kept, in case the user renamed it). The other layers
+    of ``replace`` are removed, new ones added. Main thread only.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    tuples : list of (data, kwargs, layer_type)
+        From :func:`result_layer_data`.
+    replace : sequence of Layer
+        The previous result layers this run supersedes (empty to keep them).
+
+    Returns
+    -------
+    list of Layer
+        The layers now showing ``tuples``, in the same order.
+    """
+    pool = {}
+    for layer in replace:
+        key = layer_key(layer)
+        if key is not None and layer in viewer.layers:
+            pool[key] = layer
+    shown = []
+    for data, kwargs, kind in tuples:
+        key = (kwargs["metadata"][META_KEY]["role"], kwargs["metadata"][META_KEY].get("motif"))
+        old = pool.pop(key, None)
+        if old is not None and _can_update(old, data, kind):
+            _update_layer(old, data, kwargs, kind)
+            shown.append(old)
+            continue
+        if old is not None:
+            viewer.layers.remove(old)
+        shown.append(getattr(viewer, f"add_{kind}")(data, **kwargs))
+    for layer in pool.values():
+        viewer.layers.remove(layer)
+    return shown
+
+
+def update_points(layer, data: np.ndarray, kwargs: dict) -> None:
+    """Update a defects points layer in place from :func:`defects_layer_data`."""
+    _update_layer(layer, data, kwargs, "points")
+
+
+def _can_update(layer, data, kind: str) -> bool:
+    if type(layer).__name__.lower() != kind:
+        return False
+    return kind != "image" or layer.ndim == np.ndim(data)
+
+
+def _update_layer(layer, data, kwargs: dict, kind: str) -> None:
+    if kind == "points":
+        # Resize first (napari pads/trims features), then set the real ones.
+        layer.data = data
+        layer.features = kwargs["features"]
+        layer.face_color = kwargs["face_color"]
+        for k in ("scale", "translate", "size", "symbol", "metadata"):
+            setattr(layer, k, kwargs[k])
+        layer.refresh()
+        return
+    layer.data = data
+    for k, v in kwargs.items():
+        if k not in ("name", "data"):
+            setattr(layer, k, v)
+
+
+def _hex_to_rgba(c: str) -> np.ndarray:
+    c = c.lstrip("#")
+    return np.array([int(c[i : i + 2], 16) / 255 for i in (0, 2, 4)] + [1.0])
+
+
+def _jsonable(x: Any) -> Any:
+    # numpy scalars/arrays and tuples -> plain JSON types.
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
