@@ -26,9 +26,9 @@ recorded: a 'down' scan starts at the top-left corner (rows already top-down),
 an 'up' scan at the bottom-left (rows reversed here); backward frames are
 recorded right-to-left (columns reversed here).  On the FeSe file (a 'down'
 scan), after flattening, forward and mirrored backward frames correlate at 0.7
-(Z) and 0.8 (dI/dV), against about 0 for the unmirrored pair; as stored, the
-forward frame's defects sit where the header's 'down' puts them (no flip).
-'Up' handling follows the Nanonis format notes (no 'up' file to test on).
+(Z) and 0.8 (dI/dV), against about 0 for the unmirrored pair.  The up/down
+handling follows the Nanonis format notes (a 'down' file is stored top-down,
+so it is left as is; we had no 'up' file to check against).
 
 Errors: anything wrong with a file raises :class:`NanonisError`, a
 ``ValueError`` whose message is one line starting with the file's path.

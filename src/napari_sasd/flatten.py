@@ -1,0 +1,135 @@
+"""Background flattening of scanned-probe images, napari-free.
+
+STM topographs carry a sample tilt (a plane) and a height offset per scan
+line (tip changes, drift, feedback). Both swamp the motifs, so they are
+removed before solving. Gwyddion/pySPM do the same ("plane level" and "align
+rows, median"); this is the few lines of numpy it takes, NaN-aware and with a
+mask, without pulling in an SPM package.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+__all__ = ["flatten"]
+
+
+def flatten(
+    image: ArrayLike,
+    plane: bool = True,
+    lines: bool = True,
+    mask: ArrayLike | None = None,
+) -> np.ndarray:
+    """Remove a least-squares plane and per-scan-line offsets.
+
+    Parameters
+    ----------
+    image : array_like
+        ``(H, W)`` image, or a stack ``(..., H, W)`` flattened plane by plane
+        (e.g. a ``(C, H, W)`` spectroscopy cube). NaN pixels (an interrupted
+        scan) are ignored by the fits and stay NaN.
+    plane : bool
+        Subtract the least-squares plane ``a*row + b*col + c``, refitted
+        without pixels more than 3 robust sigmas away (defects, adsorbates).
+    lines : bool
+        Subtract from each row (scan line) its median, which is robust to the
+        few defects a line crosses, unlike its mean.
+    mask : array_like of bool, optional
+        ``(H, W)``: True where pixels are background, used for the fits (False
+        excludes e.g. large adsorbates or a step). The correction is still
+        applied to every pixel. A row with no background pixel keeps its
+        offset.
+
+    Returns
+    -------
+    ndarray
+        float64 array of the input's shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> yy, xx = np.mgrid[:4, :5]
+    >>> z = 0.1 * yy + 0.2 * xx + 3.0
+    >>> bool(np.allclose(flatten(z), 0))
+    True
+    """
+    img = np.array(image, dtype=np.float64)  # a copy: the caller's array is untouched
+    if img.ndim < 2:
+        raise ValueError(f"flatten needs an image (H, W) or a stack (..., H, W), got {img.shape}")
+    h, w = img.shape[-2:]
+    if mask is None:
+        use = np.ones((h, w), bool)
+    else:
+        use = np.asarray(mask, dtype=bool)
+        if use.shape != (h, w):
+            raise ValueError(f"mask shape {use.shape} does not match the image's {(h, w)}")
+    stack = img.reshape(-1, h, w)
+    for frame in stack:  # views into img: corrected in place
+        _flatten_2d(frame, plane, lines, use)
+    return img
+
+
+def _row_medians(z: np.ndarray, ok: np.ndarray) -> None:
+    for row, m in zip(z, ok, strict=True):
+        if m.any():
+            row -= np.median(row[m])
+
+
+def _flatten_2d(z: np.ndarray, plane: bool, lines: bool, use: np.ndarray) -> None:
+    ok = use & np.isfinite(z)
+    xx = np.broadcast_to(np.arange(z.shape[1], dtype=float), z.shape)
+    if plane and lines:
+        # Per-line offsets absorb the plane's row slope and constant: only the
+        # slope along the lines is left, fitted jointly with the offsets
+        # (pooled within-line regression) so lines cut short by NaN or the mask
+        # do not bias it.
+        keep = ok.copy()
+        b = 0.0
+        for _ in range(5):
+            n = keep.sum(axis=1)
+            rows = n >= 2
+            if not rows.any():
+                break
+            xm = np.where(rows, (xx * keep).sum(1) / np.maximum(n, 1), 0.0)[:, None]
+            zm = np.where(rows, np.where(keep, z, 0).sum(1) / np.maximum(n, 1), 0.0)[:, None]
+            sel = keep & rows[:, None]
+            dx = (xx - xm)[sel]
+            b = float((dx * (z - zm)[sel]).sum() / max((dx * dx).sum(), 1e-300))
+            keep_new = _inliers(z - b * xx, ok, keep)
+            if keep_new is None or np.array_equal(keep_new, keep):
+                break
+            keep = keep_new
+        z -= b * (xx - (z.shape[1] - 1) / 2)
+    elif plane and ok.sum() >= 3:
+        rr, cc = np.nonzero(ok)
+        # Centred coordinates keep the normal equations well conditioned.
+        r0, c0 = (z.shape[0] - 1) / 2, (z.shape[1] - 1) / 2
+        a = np.column_stack([rr - r0, cc - c0, np.ones(rr.size)])
+        bvec = z[ok]
+        keep1 = np.ones(bvec.size, bool)
+        for _ in range(5):
+            # Refit without the outliers (defects, adsorbates): > 3 robust sigmas.
+            coef, *_ = np.linalg.lstsq(a[keep1], bvec[keep1], rcond=None)
+            dev = np.abs(bvec - a @ coef)
+            sigma = 1.4826 * np.median(dev[keep1])
+            new = dev <= 3 * sigma if sigma > 0 else keep1
+            if new.sum() < 3 or np.array_equal(new, keep1):
+                break
+            keep1 = new
+        yy = np.arange(z.shape[0], dtype=float)[:, None]
+        z -= coef[0] * (yy - r0) + coef[1] * (xx - c0) + coef[2]
+    if lines:
+        _row_medians(z, ok)
+
+
+def _inliers(res: np.ndarray, ok: np.ndarray, keep: np.ndarray) -> np.ndarray | None:
+    """Pixels of ``ok`` within 3 robust sigmas of their line's median residual."""
+    r = res.copy()
+    _row_medians(r, keep)
+    dev = np.abs(r)
+    sigma = 1.4826 * np.median(dev[keep]) if keep.any() else 0.0
+    if sigma <= 0:
+        return None
+    new = ok & (dev <= 3 * sigma)
+    return new if new.sum() >= 3 else None
