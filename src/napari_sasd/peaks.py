@@ -46,7 +46,7 @@ def default_threshold(activations: np.ndarray) -> float:
 def find_defects(
     activations: np.ndarray,
     threshold: float | None = None,
-    min_distance: int = 2,
+    min_distance: int = 1,
     *,
     relative: bool = False,
 ) -> Defects:

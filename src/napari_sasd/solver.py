@@ -1,9 +1,558 @@
-"""placeholder while the solver is written"""
+"""Sphere-constrained short-and-sparse blind deconvolution (SaS-BD), napari-free.
+
+Model (``method.md``): ``y_c ~ sum_n a_{n,c} (*) x_n + b_c`` on the observed
+pixels, ``||a_n||_F = 1``, ``x_n >= 0`` by default, minimising
+``1/2 ||P_Omega(residual)||^2 + lam sum_n ||x_n||_1``.
+
+Algorithm: data-window initialisation on a lifted kernel support;
+inertial alternating descent (iPALM) -- a FISTA step on all activations, a
+Riemannian gradient step of every motif on its sphere, closed-form
+background; continuation on lambda with re-centring between stages; a final
+polish on the ``k x k`` support where activations are the copies centred in
+the image, so the result follows the project's "same"-convolution convention.
+
+Why a Lipschitz step for the motifs rather than Armijo backtracking: the bound
+``max_w sum_n |X_n(w)|^2`` is exact for the unmasked operator, costs no FFT
+(X is needed anyway), and every Armijo trial costs two full-size FFTs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+from skimage.feature import peak_local_max
+
+from ._version import __version__
+from .convolution import ConvOperator
+from .metrics import shift_invariant_similarity
+from .result import SolveProgress, SolveResult
+from .validation import Problem, prepare
+
+#: Default lambda, as a fraction of the largest data-motif correlation, and
+#: its floor in multiples of the estimated noise level (normalised units).
+AUTO_LAM_FRACTION = 0.1
+AUTO_LAM_NOISE = 2.5
+#: Two motifs this similar (shift-invariant) count as collapsed onto one shape.
+COLLAPSE_SIMILARITY = 0.9
 
 
-def solve(*a, **k):
-    raise NotImplementedError
+def solve(
+    image: np.ndarray,
+    kernel_size: int | tuple[int, int] = 15,
+    n_motifs: int = 1,
+    lam: float | None = None,
+    *,
+    channel_axis: int | None = None,
+    positive: bool = True,
+    mask: np.ndarray | None = None,
+    seed: int = 0,
+    max_iter: int | None = None,
+    init_kernels: np.ndarray | None = None,
+    tol: float = 1e-4,
+    shrink: float = 0.8,
+    workers: int = -1,
+) -> SolveResult:
+    """Find ``n_motifs`` short motifs and their sparse activation maps in an image.
+
+    Parameters
+    ----------
+    image : array_like
+        2-D image, or 3-D stack with ``channel_axis`` (a spectroscopy cube:
+        one kernel per channel, one activation map per motif shared by all
+        channels). Integer or float; NaN pixels are left out of the fit.
+    kernel_size : int or (int, int)
+        Motif size ``k`` or ``(kh, kw)`` in pixels: a bit larger than a defect.
+    n_motifs : int
+        Number of distinct motifs to find.
+    lam : float, optional
+        Sparsity weight on the normalised image (median 0, std 1). Larger
+        gives fewer, stronger copies. None picks
+        ``max(0.1 * lam_max, 2.5 * noise)``, with ``lam_max`` the largest
+        correlation of the data with the initial motif and ``noise`` a robust
+        estimate of the noise std (:func:`noise_sigma`).
+    channel_axis : int, optional
+        Axis of a 3-D ``image`` holding channels.
+    positive : bool
+        Non-negative activations (a copy's sign lives in its motif).
+    mask : ndarray of bool, optional
+        ``(H, W)`` True where a pixel is observed; False pixels are ignored.
+    seed : int
+        Random seed (re-seeding collapsed motifs); results are deterministic.
+    max_iter : int, optional
+        Iteration budget over all stages; default about 300-400.
+    init_kernels : ndarray, optional
+        Warm start: motifs of a previous result, ``(n_motifs, kh, kw)`` (or
+        ``(n_motifs, C, kh, kw)``). Skips the data initialisation and most of
+        the continuation, so a re-run after changing lambda is fast.
+    tol : float
+        Relative change of activations and motifs at which a stage stops.
+    shrink : float
+        Factor by which lambda decreases per continuation stage.
+    workers : int
+        Threads for ``scipy.fft`` (-1: all cores).
+
+    Returns
+    -------
+    SolveResult
+
+    Raises
+    ------
+    TypeError, ValueError
+        On bad input, before any work starts.
+    """
+    gen = iter_solve(
+        image, kernel_size, n_motifs, lam, channel_axis=channel_axis, positive=positive,
+        mask=mask, seed=seed, max_iter=max_iter, init_kernels=init_kernels, tol=tol,
+        shrink=shrink, workers=workers,
+    )  # fmt: skip
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
 
 
-def iter_solve(*a, **k):
-    raise NotImplementedError
+def iter_solve(
+    image: np.ndarray,
+    kernel_size: int | tuple[int, int] = 15,
+    n_motifs: int = 1,
+    lam: float | None = None,
+    *,
+    channel_axis: int | None = None,
+    positive: bool = True,
+    mask: np.ndarray | None = None,
+    seed: int = 0,
+    max_iter: int | None = None,
+    init_kernels: np.ndarray | None = None,
+    tol: float = 1e-4,
+    shrink: float = 0.8,
+    workers: int = -1,
+) -> Generator[SolveProgress, None, SolveResult]:
+    """Like :func:`solve`, as a generator of progress snapshots.
+
+    Inputs are checked when this is called (not at the first ``next``). The
+    generator yields a :class:`SolveProgress` after every iteration and
+    returns the :class:`SolveResult` (``StopIteration.value``; ``result =
+    yield from iter_solve(...)``). Closing it cancels the run.
+
+    Parameters and exceptions are those of :func:`solve`.
+    """
+    prob = prepare(image, kernel_size, n_motifs, lam, channel_axis, mask, init_kernels)
+    if not 0 < shrink < 1:
+        raise ValueError(f"shrink must be between 0 and 1, got {shrink}")
+    if max_iter is not None and (isinstance(max_iter, bool) or int(max_iter) < 1):
+        raise ValueError(f"max_iter must be a positive int, got {max_iter}")
+    if not tol > 0:
+        raise ValueError(f"tol must be positive, got {tol}")
+    params: dict[str, Any] = {
+        "kernel_size": list(prob.kernel_size),
+        "n_motifs": prob.n_motifs,
+        "lam": prob.lam,
+        "channel_axis": prob.channel_axis,
+        "positive": bool(positive),
+        "seed": int(seed),
+        "max_iter": None if max_iter is None else int(max_iter),
+        "tol": float(tol),
+        "shrink": float(shrink),
+        "warm_start": init_kernels is not None,
+        "masked_pixels": 0 if prob.omega is None else int((prob.omega == 0).sum()),
+        "version": __version__,
+    }
+    return _Solver(prob, positive, seed, max_iter, tol, shrink, workers).run(params)
+
+
+class _Solver:
+    """The iPALM iteration over one prepared problem."""
+
+    def __init__(
+        self,
+        prob: Problem,
+        positive: bool,
+        seed: int,
+        max_iter: int | None,
+        tol: float,
+        shrink: float,
+        workers: int,
+    ) -> None:
+        self.p = prob
+        self.positive = positive
+        self.rng = np.random.default_rng(seed)
+        self.tol = tol
+        self.shrink = shrink
+        self.workers = workers
+        self.max_iter = max_iter
+        self.y = prob.y
+        self.omega = prob.omega
+        self.n_obs = (
+            np.full(prob.n_channels, prob.y[0].size, np.float64)
+            if prob.omega is None
+            else prob.omega.sum(axis=(1, 2)).astype(np.float64)
+        )
+        self.k = prob.kernel_size
+        self.iteration = 0
+
+    # ------------------------------------------------------------------ setup
+    def _lift(self) -> tuple[int, int]:
+        # Lifted support: room for a whole motif even when the start window
+        # sees it shifted by up to half its size (k + margin, method.md).
+        kh, kw = self.k
+        return kh + 2 * max(2, kh // 2), kw + 2 * max(2, kw // 2)
+
+    def _windows(self, r: np.ndarray, n: int, avoid: list[np.ndarray]) -> list[np.ndarray]:
+        """n data windows of size k at high local energy, unlike each other and ``avoid``."""
+        kh, kw = self.k
+        C, H, W = r.shape
+        energy = ndimage.uniform_filter((r**2).sum(0), size=(kh, kw), mode="constant")
+        cand = peak_local_max(
+            energy, min_distance=max(1, min(kh, kw) // 2), num_peaks=max(12, 6 * n),
+            exclude_border=False,
+        )  # fmt: skip
+        wins, ens = [], []
+        for i, j in cand:
+            i0 = int(np.clip(i - kh // 2, 0, H - kh))
+            j0 = int(np.clip(j - kw // 2, 0, W - kw))
+            wins.append(r[:, i0 : i0 + kh, j0 : j0 + kw].astype(np.float64))
+            ens.append(energy[i, j])
+        if not wins:
+            wins, ens = [r[:, :kh, :kw].astype(np.float64)], [1.0]
+        ens_a = np.asarray(ens) / max(ens)
+        chosen: list[np.ndarray] = []
+        for _ in range(n):
+            ref = avoid + chosen
+            score = [
+                e * (1 - max((shift_invariant_similarity(w, c) for c in ref), default=0.0)) ** 2
+                for w, e in zip(wins, ens_a, strict=True)
+            ]
+            best = int(np.argmax(score))
+            chosen.append(wins[best])
+        return chosen
+
+    def _embed(self, wins: list[np.ndarray], K: tuple[int, int]) -> np.ndarray:
+        kh, kw = wins[0].shape[-2:]
+        a = np.zeros((len(wins), self.p.n_channels, *K), np.float32)
+        oh, ow = (K[0] - kh) // 2, (K[1] - kw) // 2
+        for n, w in enumerate(wins):
+            a[n, :, oh : oh + kh, ow : ow + kw] = w
+        return _normalise(a)
+
+    # -------------------------------------------------------------- iteration
+    def _setup_op(self, K: tuple[int, int], a: np.ndarray, x: np.ndarray) -> None:
+        self.op = ConvOperator(self.y.shape[1:], K, self.workers)
+        self.a, self.a_prev = a, a.copy()
+        self.x, self.x_prev = x, x.copy()
+        self.A = self.op.fft_kernel(a)
+        self.A_prev = self.A.copy()
+        self.X = self.op.fft_x(x)
+        self.X_prev = self.X.copy()
+        self.t = 1.0
+
+    def _residual(self, A: np.ndarray, X: np.ndarray) -> np.ndarray:
+        r = self.op.image(self.op.combine(A, X))
+        r += self.b[:, None, None] - self.y
+        if self.omega is not None:
+            r *= self.omega
+        return r
+
+    def _prox(self, v: np.ndarray, thr: float) -> np.ndarray:
+        if self.positive:
+            out = np.maximum(v - thr, 0, out=v)
+        else:
+            out = np.sign(v) * np.maximum(np.abs(v) - thr, 0)
+        if self.support is not None:
+            out *= self.support
+        return out
+
+    def _step(self, lam: float) -> tuple[float, float]:
+        """One iPALM iteration; returns (objective, relative change)."""
+        op = self.op
+        t_new = (1 + math.sqrt(1 + 4 * self.t**2)) / 2
+        beta = (self.t - 1) / t_new
+        # Activations: FISTA step from the extrapolated point. The FFT is
+        # linear, so the extrapolated spectrum costs no transform.
+        xe = self.x + beta * (self.x - self.x_prev)
+        Xe = self.X + beta * (self.X - self.X_prev)
+        R = op.fft_residual(self._residual(self.A, Xe))
+        Lx = float(np.max(np.sum(np.abs(self.A) ** 2, axis=(0, 1)))) + 1e-12
+        x_new = self._prox(xe - op.grad_x(self.A, R) / Lx, lam / Lx).astype(np.float32)
+        # Gradient-based adaptive restart (O'Donoghue & Candes) keeps momentum
+        # from overshooting in this non-convex landscape.
+        if np.vdot(xe - x_new, x_new - self.x) > 0:
+            t_new = 1.0
+        dx = float(np.linalg.norm(x_new - self.x)) / (float(np.linalg.norm(x_new)) + 1e-12)
+        self.x_prev, self.x = self.x, x_new
+        self.X_prev, self.X = self.X, op.fft_x(x_new)
+        # Motifs: momentum on the sphere, Riemannian gradient, retraction.
+        ae = self.a + beta * (self.a - self.a_prev)
+        nrm = np.sqrt(np.sum(ae.astype(np.float64) ** 2, axis=(1, 2, 3)))[:, None, None, None]
+        ae = (ae / nrm).astype(np.float32)
+        Ae = (self.A + beta * (self.A - self.A_prev)) / nrm
+        r = self._residual(Ae, self.X)
+        # Background: closed form (mean residual on the observed pixels).
+        db = r.sum(axis=(1, 2), dtype=np.float64) / self.n_obs
+        self.b -= db
+        r -= (db[:, None, None] if self.omega is None else db[:, None, None] * self.omega).astype(
+            r.dtype
+        )
+        ga = op.grad_kernel(self.X, op.fft_residual(r))
+        rg = ga - np.sum(ga * ae, axis=(1, 2, 3), keepdims=True) * ae
+        # Exact line search along the Riemannian gradient, in the ambient
+        # space: f(a - s rg) is quadratic in s. A Lipschitz step would be
+        # set by the DC frequency (|X(0)|^2 = (sum x)^2 for x >= 0), hundreds
+        # of times stiffer than the other directions, and crawl.
+        RG = op.fft_kernel(rg)
+        G = op.image(op.combine(RG, self.X))
+        if self.omega is not None:
+            G *= self.omega
+        gg = float(np.vdot(G, G))
+        step = float(np.vdot(rg, rg)) / gg if gg > 0 else 0.0
+        # Keep each move on the sphere modest (at most ~0.3 rad per motif).
+        rgn = float(np.sqrt(np.max(np.sum(rg.astype(np.float64) ** 2, axis=(1, 2, 3)))))
+        step = min(step, 0.3 / (rgn + 1e-12))
+        a_raw = ae - step * rg
+        nrm2 = np.sqrt(np.sum(a_raw.astype(np.float64) ** 2, axis=(1, 2, 3)))
+        a_new = (a_raw / nrm2[:, None, None, None]).astype(np.float32)
+        da = float(np.linalg.norm(a_new - self.a))
+        self.a_prev, self.a = self.a, a_new
+        # Linearity again: the new motifs' spectrum without a transform.
+        self.A_prev, self.A = self.A, (Ae - step * RG) / nrm2[:, None, None, None]
+        self.t = t_new
+        obj = 0.5 * float(np.vdot(r, r)) + lam * float(np.abs(self.x).sum())
+        return obj, max(dx, da / math.sqrt(self.p.n_motifs))
+
+    def _stage(
+        self, s: int, lam: float, n_iter: int, tol: float
+    ) -> Generator[SolveProgress, None, bool]:
+        self.t = 1.0
+        for _ in range(n_iter):
+            self.obj, change = self._step(lam)
+            self.iteration += 1
+            yield SolveProgress(
+                s, self.n_stages, self.iteration, self.total, self.obj, lam, self._snapshot()
+            )
+            if change < tol:
+                return True
+        return False
+
+    def _snapshot(self) -> np.ndarray:
+        kh, kw = self.k
+        K = self.a.shape[-2:]
+        oh, ow = (K[0] - kh) // 2, (K[1] - kw) // 2
+        snap = self.a[..., oh : oh + kh, ow : ow + kw].astype(np.float64)
+        snap /= np.linalg.norm(snap.reshape(len(snap), -1), axis=1)[:, None, None, None] + 1e-12
+        return snap[:, 0] if self.p.channel_axis is None else snap
+
+    # -------------------------------------------------------- re-centring
+    def _recentre(self) -> None:
+        """Shift each lifted motif so its most energetic k-window is centred,
+        and its activation map the opposite way, so the model is unchanged:
+        ``a'[p] = a[p - d]``, ``x'[s] = x[s + d]`` (tests check the sign)."""
+        kh, kw = self.k
+        K = self.a.shape[-2:]
+        target = np.array([(K[0] - kh) // 2, (K[1] - kw) // 2])
+        a, x = self.a.copy(), self.x.copy()
+        for n in range(len(a)):
+            e = ndimage.uniform_filter(
+                (a[n].astype(np.float64) ** 2).sum(0), size=(kh, kw), mode="constant"
+            )
+            # uniform_filter centres the window at index k//2; top-left = p - k//2.
+            e = e[kh // 2 : kh // 2 + K[0] - kh + 1, kw // 2 : kw // 2 + K[1] - kw + 1]
+            p0 = np.array(np.unravel_index(int(np.argmax(e)), e.shape))
+            # Within that window, put the energy centroid on the kernel centre
+            # ((k-1)/2), so activation peaks mark defect centres even when the
+            # motif is smaller than k and several windows hold all its energy.
+            win = (a[n, :, p0[0] : p0[0] + kh, p0[1] : p0[1] + kw].astype(np.float64) ** 2).sum(0)
+            tot = win.sum()
+            if tot > 0:
+                cy = (win.sum(1) * np.arange(kh)).sum() / tot
+                cx = (win.sum(0) * np.arange(kw)).sum() / tot
+                p0 = p0 + np.round([cy - (kh - 1) / 2, cx - (kw - 1) / 2]).astype(int)
+            d = target - p0
+            if d.any():
+                a[n] = shift_zero(a[n], d)
+                x[n] = shift_zero(x[n], -d)
+        nrm = np.sqrt(np.sum(a.astype(np.float64) ** 2, axis=(1, 2, 3)))
+        nrm[nrm == 0] = 1
+        a = (a / nrm[:, None, None, None]).astype(np.float32)
+        x = (x * nrm[:, None, None]).astype(np.float32)
+        self._setup_op(tuple(K), a, x)
+
+    def _uncollapse(self) -> None:
+        """Re-seed a motif that converged onto the shape of another from the
+        residual's most energetic window (shift-invariant similarity test)."""
+        N = self.p.n_motifs
+        if N < 2:
+            return
+        snap = self._snapshot()
+        if snap.ndim == 3:
+            snap = snap[:, None]
+        energy = [float(np.abs(self.x[n]).sum()) for n in range(N)]
+        for i in range(N):
+            for j in range(i + 1, N):
+                if shift_invariant_similarity(snap[i], snap[j]) > COLLAPSE_SIMILARITY:
+                    weak = j if energy[j] <= energy[i] else i
+                    others = [snap[m] for m in range(N) if m != weak]
+                    r = self.y - self._model()
+                    (w,) = self._windows(r, 1, others)
+                    a = self.a.copy()
+                    a[weak] = self._embed([w], self.a.shape[-2:])[0]
+                    x = self.x.copy()
+                    x[weak] = 0
+                    self._setup_op(self.a.shape[-2:], a, x)
+                    return
+
+    def _model(self) -> np.ndarray:
+        z = self.op.image(self.op.combine(self.A, self.X)) + self.b[:, None, None]
+        return z if self.omega is None else z * self.omega
+
+    # --------------------------------------------------------------- driver
+    def run(self, params: dict[str, Any]) -> Generator[SolveProgress, None, SolveResult]:
+        p = self.p
+        N, C = p.n_motifs, p.n_channels
+        H, W = p.y.shape[1:]
+        kh, kw = self.k
+        K = self._lift()
+        self.b = np.zeros(C, np.float64)
+        self.support = None
+        if p.init_kernels is not None:
+            wins = list(p.init_kernels)
+        else:
+            wins = self._windows(self.y, N, [])
+        a0 = self._embed(wins, K)
+        self._setup_op(K, a0, np.zeros((N, H + K[0] - 1, W + K[1] - 1), np.float32))
+        # lam_max: the smallest lambda at which x = 0 is optimal for a0.
+        corr = -self.op.grad_x(self.A, self.op.fft_residual(self._residual(self.A, self.X)))
+        lam_max = float(corr.max() if self.positive else np.abs(corr).max())
+        lam_max = max(lam_max, 1e-6)
+        if p.lam is None:
+            noise = noise_sigma(p.y, p.omega)
+            lam = max(AUTO_LAM_FRACTION * lam_max, AUTO_LAM_NOISE * noise)
+        else:
+            lam = p.lam
+        lam0 = 0.8 * lam_max
+        if p.init_kernels is not None:
+            lam0 = min(lam0, lam / self.shrink**2)
+        n_cont = (
+            max(0, math.ceil(math.log(lam / lam0) / math.log(self.shrink))) if lam < lam0 else 0
+        )
+        lams = [lam0 * self.shrink**s for s in range(n_cont)] + [lam]
+        self.n_stages = len(lams) + 1
+        # Iteration budget: short early stages, a longer last lifted stage,
+        # then the polish on the k x k support.
+        early, final, polish = 15, 120, 60
+        if self.max_iter is not None:
+            f = self.max_iter / (early * (len(lams) - 1) + final + polish)
+            early, final = max(2, int(early * f)), max(3, int(final * f))
+            polish = max(2, self.max_iter - early * (len(lams) - 1) - final)
+        self.total = early * (len(lams) - 1) + final + polish
+        for s, lam_s in enumerate(lams):
+            last = s == len(lams) - 1
+            yield from self._stage(s, lam_s, final if last else early, self.tol if last else 1e-3)
+            self._recentre()
+            if s < len(lams) - 2:
+                self._uncollapse()
+        # Crop to k x k; activations become copies centred inside the image.
+        oh, ow = (K[0] - kh) // 2, (K[1] - kw) // 2
+        a = self.a[..., oh : oh + kh, ow : ow + kw]
+        x = self.x[:, K[0] - kh - oh :, K[1] - kw - ow :][:, : H + kh - 1, : W + kw - 1]
+        nrm = np.sqrt(np.sum(a.astype(np.float64) ** 2, axis=(1, 2, 3)))
+        nrm[nrm == 0] = 1
+        self.support = np.zeros((1, H + kh - 1, W + kw - 1), np.float32)
+        self.support[:, kh // 2 : kh // 2 + H, kw // 2 : kw // 2 + W] = 1
+        x = (x * nrm[:, None, None] * self.support).astype(np.float32)
+        self._setup_op((kh, kw), (a / nrm[:, None, None, None]).astype(np.float32), x)
+        converged = yield from self._stage(len(lams), lam, polish, self.tol)
+        return self._result(lam, converged, params)
+
+    def _result(self, lam: float, converged: bool, params: dict[str, Any]) -> SolveResult:
+        p = self.p
+        kh, kw = self.k
+        H, W = p.y.shape[1:]
+        a = self.a.astype(np.float64)
+        x = self.x[:, kh // 2 : kh // 2 + H, kw // 2 : kw // 2 + W].astype(np.float64)
+        if not self.positive:
+            # Sign convention: the largest-magnitude value of each motif is positive.
+            flat = a.reshape(len(a), -1)
+            sgn = np.sign(flat[np.arange(len(a)), np.abs(flat).argmax(1)])
+            a *= sgn[:, None, None, None]
+            x *= sgn[:, None, None]
+        denom = float(np.vdot(p.y, p.y)) + 1e-12
+        explained = np.array(
+            [
+                np.sum(
+                    (
+                        self.op.image(self.op.combine(self.A[n : n + 1], self.X[n : n + 1]))
+                        * (1 if self.omega is None else self.omega)
+                    )
+                    ** 2
+                )
+                / denom
+                for n in range(p.n_motifs)
+            ]
+        )
+        order = np.argsort(-explained, kind="stable")
+        a, x, explained = a[order], x[order], explained[order]
+        a /= np.linalg.norm(a.reshape(len(a), -1), axis=1)[:, None, None, None]
+        model = self.op.image(self.op.combine(self.A, self.X)).astype(np.float64)
+        bias = self.b * p.scale + p.offset
+        recon = model * p.scale + bias[:, None, None]
+        if p.channel_axis is None:
+            kernels, bias_out, recon = a[:, 0], float(bias[0]), recon[0]
+        else:
+            kernels, bias_out = a, bias
+            recon = np.moveaxis(recon, 0, p.channel_axis)
+        params = {**params, "lam_used": float(lam)}
+        return SolveResult(
+            kernels=kernels,
+            activations=(x * p.scale).astype(np.float32),
+            bias=bias_out,
+            lam=float(lam),
+            reconstruction=recon.astype(np.float32),
+            objective=float(self.obj),
+            n_iter=self.iteration,
+            converged=bool(converged),
+            explained=explained,
+            params=params,
+        )
+
+
+def noise_sigma(y: np.ndarray, omega: np.ndarray | None = None) -> float:
+    """Robust noise std of ``(C, H, W)`` data: the median absolute response to
+    a 3x3 kernel that cancels planes (Immerkaer 1996), over observed pixels.
+
+    Hand-written because skimage's ``estimate_sigma`` needs PyWavelets, a
+    dependency this one-liner does not justify. The median ignores the few
+    pixels where sparse defects respond strongly.
+    """
+    kern = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float64)
+    vals = []
+    for c in range(y.shape[0]):
+        resp = ndimage.convolve(y[c].astype(np.float64), kern, mode="nearest")[1:-1, 1:-1]
+        if omega is not None:
+            ok = ndimage.minimum_filter(omega[c], size=3)[1:-1, 1:-1] > 0
+            resp = resp[ok]
+        if resp.size:
+            vals.append(np.median(np.abs(resp)) / 0.6745 / 6.0)
+    return float(np.mean(vals)) if vals else 0.0
+
+
+def _normalise(a: np.ndarray) -> np.ndarray:
+    nrm = np.sqrt(np.sum(a.astype(np.float64) ** 2, axis=(1, 2, 3)))
+    nrm[nrm == 0] = 1
+    return (a / nrm[:, None, None, None]).astype(np.float32)
+
+
+def shift_zero(arr: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Shift the last two axes by ``d`` (``out[p] = arr[p - d]``), filling with zeros."""
+    out = np.zeros_like(arr)
+    dh, dw = int(d[0]), int(d[1])
+    Hh, Ww = arr.shape[-2:]
+    src_h = slice(max(0, -dh), min(Hh, Hh - dh))
+    dst_h = slice(max(0, dh), min(Hh, Hh + dh))
+    src_w = slice(max(0, -dw), min(Ww, Ww - dw))
+    dst_w = slice(max(0, dw), min(Ww, Ww + dw))
+    out[..., dst_h, dst_w] = arr[..., src_h, src_w]
+    return out

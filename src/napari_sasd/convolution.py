@@ -1,0 +1,84 @@
+"""The linear-convolution operators of the model, batched over motifs and channels.
+
+A motif ``a`` of ``Kh x Kw`` and an activation map ``x`` on the grid
+``G = (H + Kh - 1, W + Kw - 1)`` give the image ``z = (a (*) x)[Kh-1 : Kh-1+H, ...]``:
+the observed window of their full linear convolution. Every product is done
+in the Fourier domain at one real-FFT size ``L >= G`` (a fast length), which is
+large enough that the cyclic products never wrap into the observed window.
+
+Transforms of zero-padded small kernels, and the kernel-sized gradient, only
+transform the rows that are not zero (or are kept): half the cost of a full
+2-D FFT, which is why these don't just call ``rfft2`` with ``s=``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import fft
+
+
+class ConvOperator:
+    """Forward model and adjoints for one image size and one kernel size.
+
+    Parameters
+    ----------
+    image_shape : (H, W)
+    kernel_shape : (Kh, Kw)
+    workers : int
+        Threads for ``scipy.fft``.
+    """
+
+    def __init__(
+        self, image_shape: tuple[int, int], kernel_shape: tuple[int, int], workers: int = -1
+    ) -> None:
+        H, W = image_shape
+        Kh, Kw = kernel_shape
+        self.H, self.W, self.Kh, self.Kw = H, W, Kh, Kw
+        self.grid = (H + Kh - 1, W + Kw - 1)
+        self.L = (
+            fft.next_fast_len(self.grid[0], real=True),
+            fft.next_fast_len(self.grid[1], True),
+        )
+        self.workers = workers
+        self._buf: np.ndarray | None = None
+
+    # -- transforms ---------------------------------------------------------
+    def fft_x(self, x: np.ndarray) -> np.ndarray:
+        """Spectrum of activation maps ``(..., Gh, Gw)``."""
+        return fft.rfft2(x, s=self.L, workers=self.workers)
+
+    def fft_kernel(self, a: np.ndarray) -> np.ndarray:
+        """Spectrum of kernels ``(..., Kh, Kw)`` zero-padded to ``L``."""
+        t = fft.rfft(a, n=self.L[1], axis=-1, workers=self.workers)
+        return fft.fft(t, n=self.L[0], axis=-2, workers=self.workers)
+
+    def image(self, Z: np.ndarray) -> np.ndarray:
+        """Observed window ``(..., H, W)`` of the model from its spectrum."""
+        z = fft.irfft2(Z, s=self.L, workers=self.workers)
+        return z[..., self.Kh - 1 : self.Kh - 1 + self.H, self.Kw - 1 : self.Kw - 1 + self.W]
+
+    def fft_residual(self, r: np.ndarray) -> np.ndarray:
+        """Spectrum of a residual ``(C, H, W)`` placed at the observed window."""
+        shape = (*r.shape[:-2], *self.L)
+        if self._buf is None or self._buf.shape != shape or self._buf.dtype != r.dtype:
+            self._buf = np.zeros(shape, r.dtype)
+        self._buf[..., self.Kh - 1 : self.Kh - 1 + self.H, self.Kw - 1 : self.Kw - 1 + self.W] = r
+        return fft.rfft2(self._buf, workers=self.workers)
+
+    # -- model and gradients ------------------------------------------------
+    @staticmethod
+    def combine(A: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """Spectrum of ``sum_n a_{n,c} (*) x_n``, ``(C, ...)`` from A ``(N, C, ...)``, X ``(N, ...)``."""
+        return np.einsum("ncij,nij->cij", A, X)
+
+    def grad_x(self, A: np.ndarray, R: np.ndarray) -> np.ndarray:
+        """Adjoint on activations: ``(N, Gh, Gw)``, correlation of residual and kernels."""
+        G = np.einsum("ncij,cij->nij", A.conj(), R)
+        g = fft.irfft2(G, s=self.L, workers=self.workers)
+        return g[:, : self.grid[0], : self.grid[1]]
+
+    def grad_kernel(self, X: np.ndarray, R: np.ndarray) -> np.ndarray:
+        """Adjoint on kernels: ``(N, C, Kh, Kw)``, correlation of residual and activations."""
+        P = X.conj()[:, None] * R[None]
+        t = fft.ifft(P, axis=-2, workers=self.workers)[..., : self.Kh, :]
+        return fft.irfft(t, n=self.L[1], axis=-1, workers=self.workers)[..., : self.Kw]

@@ -1,0 +1,172 @@
+"""Checks and normalisation of a solve's inputs, done before any work starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Problem:
+    """A validated, normalised problem, in the solver's layout.
+
+    ``y`` is ``(C, H, W)`` float32, ``(image - offset[c]) / scale`` with NaN
+    and masked-out pixels set to 0; ``omega`` is the observed-pixel weight
+    ``(C, H, W)`` (1 observed, 0 not) or None when every pixel is observed.
+    """
+
+    y: np.ndarray
+    omega: np.ndarray | None
+    offset: np.ndarray
+    scale: float
+    kernel_size: tuple[int, int]
+    n_motifs: int
+    lam: float | None
+    channel_axis: int | None
+    image_shape: tuple[int, ...]
+    init_kernels: np.ndarray | None
+
+    @property
+    def n_channels(self) -> int:
+        return self.y.shape[0]
+
+
+def _kernel_pair(kernel_size: object) -> tuple[int, int]:
+    if isinstance(kernel_size, bool):
+        raise TypeError("kernel_size must be an int or a (height, width) pair, not a bool")
+    if np.ndim(kernel_size) == 0:
+        ks: tuple = (kernel_size, kernel_size)
+    else:
+        ks = tuple(np.ravel(kernel_size))
+        if len(ks) != 2:
+            raise ValueError(f"kernel_size must be an int or a (height, width) pair, got {ks}")
+    out = []
+    for k in ks:
+        if not isinstance(k, int | np.integer) or isinstance(k, bool):
+            raise TypeError(f"kernel_size must be whole numbers of pixels, got {kernel_size!r}")
+        if k < 3:
+            raise ValueError(f"kernel_size must be at least 3 pixels, got {int(k)}")
+        out.append(int(k))
+    return out[0], out[1]
+
+
+def prepare(
+    image: object,
+    kernel_size: object,
+    n_motifs: object,
+    lam: object,
+    channel_axis: int | None,
+    mask: object,
+    init_kernels: object,
+) -> Problem:
+    """Validate the inputs of :func:`napari_sasd.solve` and normalise the image.
+
+    Raises
+    ------
+    TypeError, ValueError
+        With a message that says what to change.
+    """
+    arr = np.asarray(image)
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.integer)
+        or np.issubdtype(arr.dtype, np.floating)
+        or arr.dtype == bool
+    ):
+        raise TypeError(
+            f"image must be a real numeric array (integers or floats), got dtype {arr.dtype}"
+        )
+    if arr.ndim == 2:
+        if channel_axis is not None:
+            raise ValueError(
+                "channel_axis was given but the image is 2-D; leave channel_axis=None"
+            )
+        stack = arr[None]
+    elif arr.ndim == 3:
+        if channel_axis is None:
+            if arr.shape[-1] in (3, 4):
+                raise ValueError(
+                    f"image of shape {arr.shape} looks like RGB(A); convert it to grayscale, "
+                    "or pass channel_axis=-1 to treat the colours as channels"
+                )
+            raise ValueError(
+                f"image is 3-D {arr.shape}; pass channel_axis to name the channel (energy) axis "
+                "of a spectroscopy cube, or pass a single 2-D slice"
+            )
+        if not isinstance(channel_axis, int | np.integer) or not -3 <= channel_axis < 3:
+            raise ValueError(f"channel_axis must be -3..2 for a 3-D image, got {channel_axis!r}")
+        stack = np.moveaxis(arr, int(channel_axis), 0)
+    else:
+        raise ValueError(
+            f"image must be 2-D, or 3-D with a channel_axis; got {arr.ndim}-D {arr.shape}"
+        )
+    C, H, W = stack.shape
+    kh, kw = _kernel_pair(kernel_size)
+    if kh > H or kw > W:
+        raise ValueError(
+            f"kernel_size ({kh}, {kw}) is larger than the image ({H}, {W}); "
+            "choose a smaller motif size or a larger region"
+        )
+    if isinstance(n_motifs, bool) or not isinstance(n_motifs, int | np.integer):
+        raise TypeError(f"n_motifs must be an int, got {n_motifs!r}")
+    if n_motifs < 1:
+        raise ValueError(f"n_motifs must be at least 1, got {n_motifs}")
+    if lam is not None:
+        if isinstance(lam, bool) or not isinstance(lam, int | float | np.number):
+            raise TypeError(f"lam must be a positive number or None (automatic), got {lam!r}")
+        if not np.isfinite(lam) or lam <= 0:
+            raise ValueError(f"lam must be positive and finite, or None for automatic; got {lam}")
+        lam = float(lam)
+    observed = np.isfinite(stack)
+    if mask is not None:
+        m = np.asarray(mask)
+        if m.dtype != bool:
+            raise TypeError(f"mask must be boolean (True = observed pixel), got dtype {m.dtype}")
+        if m.shape == (H, W):
+            observed &= m[None]
+        elif m.shape == stack.shape or m.shape == arr.shape:
+            m3 = m if m.shape == stack.shape else np.moveaxis(m, int(channel_axis or 0), 0)
+            observed &= m3
+        else:
+            raise ValueError(
+                f"mask has shape {m.shape}; it must match the image's spatial shape {(H, W)}"
+            )
+    n_obs = int(observed.sum())
+    if n_obs == 0:
+        raise ValueError("no observed pixel: the image is all NaN/inf or entirely masked out")
+    if n_obs < 4 * kh * kw:
+        raise ValueError(
+            f"only {n_obs} observed pixels; need at least 4 motif areas ({4 * kh * kw}) to fit"
+        )
+    init = None
+    if init_kernels is not None:
+        init = np.asarray(init_kernels, dtype=np.float64)
+        want = (n_motifs, C, kh, kw) if arr.ndim == 3 else (n_motifs, kh, kw)
+        if init.shape != want:
+            raise ValueError(f"init_kernels has shape {init.shape}, expected {want}")
+        if not np.all(np.isfinite(init)):
+            raise ValueError("init_kernels contains NaN or inf")
+        init = init.reshape(n_motifs, C, kh, kw)
+
+    data = stack.astype(np.float64)
+    # Robust offset (median per channel) and one global scale (std over all
+    # channels, so the motifs' channel weights keep their physical ratio).
+    offset = np.array([np.median(data[c][observed[c]]) for c in range(C)])
+    cent = np.where(observed, data - offset[:, None, None], 0.0)
+    scale = float(np.sqrt(np.sum(cent**2) / n_obs))
+    if not np.isfinite(scale) or scale == 0:
+        raise ValueError("the image is constant over its observed pixels: there is nothing to fit")
+    y = (cent / scale).astype(np.float32)
+    omega = None if observed.all() else observed.astype(np.float32)
+    return Problem(
+        y=y,
+        omega=omega,
+        offset=offset,
+        scale=scale,
+        kernel_size=(kh, kw),
+        n_motifs=int(n_motifs),
+        lam=lam,
+        channel_axis=None if arr.ndim == 2 else int(channel_axis) % 3,
+        image_shape=tuple(arr.shape),
+        init_kernels=init,
+    )
