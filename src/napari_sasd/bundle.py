@@ -1,0 +1,388 @@
+"""Result bundles: a folder ``NAME.sasd/`` holding one run, napari-free.
+
+Layout::
+
+    NAME.sasd/
+        motifs.tif       kernels, (N, kh, kw) or (N, C, kh, kw), dtype kept
+        activations.tif  (N, H, W) activation maps of the analysed region
+        defects.csv      motif, amplitude, row, col (source pixels), y, x (world)
+        record.json      everything needed to reproduce and re-display the run
+
+Plain TIFF, CSV and JSON so that any tool (Fiji, pandas, a spreadsheet) opens
+them; nothing is pickled. ``record.json`` uses the same keys as the result
+layers' ``metadata['napari_sasd']`` (see :mod:`napari_sasd.layers`): ``params``,
+``lam``, ``seed``, ``region`` ``[y0, x0, y1, x1]`` (source pixels), ``source``
+(layer name), ``source_path``, ``version``, ``threshold``, ``run_id``; plus
+``scale``/``translate`` of the source, ``bias``, ``explained``, ``colors``
+(one hex colour per motif) and the run statistics.
+
+Coordinates: ``row``/``col`` in ``defects.csv`` are pixels of the *source*
+image (the region offset added) and ``y``/``x`` are world units
+(``translate + scale * (row, col)``), so the table lines up with the original
+image. :attr:`Bundle.defects` positions are relative to the region, like the
+activation maps (what :func:`napari_sasd.find_defects` returns).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+
+from ._version import __version__
+from .peaks import Defects, find_defects
+from .result import SolveResult
+
+__all__ = [
+    "CSV_COLUMNS",
+    "FORMAT",
+    "Bundle",
+    "BundleError",
+    "build_record",
+    "load_bundle",
+    "save_bundle",
+    "write_bundle_files",
+]
+
+FORMAT = "napari-sasd bundle"
+FORMAT_VERSION = 1
+SUFFIX = ".sasd"
+CSV_COLUMNS = ("motif", "amplitude", "row", "col", "y", "x")
+#: Same palette as the plugin's result layers (kept here so this module stays
+#: napari-free and importable without the plugin half).
+DEFAULT_COLORS = (
+    "#ff4d4d",
+    "#33c3ff",
+    "#ffd23f",
+    "#5ee35e",
+    "#ff66e0",
+    "#ff9a3c",
+    "#a68cff",
+    "#3fffd2",
+)
+
+
+class BundleError(ValueError):
+    """A bundle could not be read or written; one-line message naming the path."""
+
+    def __init__(self, path: str | os.PathLike[str], message: str) -> None:
+        self.path = str(path)
+        super().__init__(f"{self.path}: {' '.join(str(message).split())}")
+
+
+@dataclass
+class Bundle:
+    """A loaded result bundle.
+
+    Attributes
+    ----------
+    kernels : ndarray
+        ``(N, kh, kw)`` or ``(N, C, kh, kw)``.
+    activations : ndarray
+        ``(N, H, W)``, over the analysed region.
+    defects : Defects
+        Positions in pixels of the analysed region (like the activations).
+    record : dict
+        Contents of ``record.json``.
+    path : Path
+        The bundle folder.
+    """
+
+    kernels: np.ndarray
+    activations: np.ndarray
+    defects: Defects
+    record: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def n_motifs(self) -> int:
+        """Number of motifs."""
+        return int(self.kernels.shape[0])
+
+    def to_result(self) -> SolveResult:
+        """A :class:`SolveResult` from the saved arrays and record.
+
+        The reconstruction is not stored in a bundle; it is an empty array
+        here (recompute it from kernels and activations if needed).
+        """
+        rec = self.record
+        bias = rec.get("bias", 0.0)
+        return SolveResult(
+            kernels=self.kernels,
+            activations=self.activations,
+            bias=np.asarray(bias, float) if isinstance(bias, list) else float(bias or 0.0),
+            lam=float(rec.get("lam") or 0.0),
+            reconstruction=np.zeros((0,), np.float32),
+            objective=float(rec.get("objective") or math.nan),
+            n_iter=int(rec.get("n_iter") or 0),
+            converged=bool(rec.get("converged", False)),
+            explained=np.asarray(rec.get("explained") or [math.nan] * self.n_motifs, float),
+            params=dict(rec.get("params") or {}),
+        )
+
+
+def _jsonable(x: Any) -> Any:
+    """numpy scalars/arrays, tuples and paths -> plain JSON types."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, os.PathLike):
+        return os.fspath(x)
+    return x
+
+
+def bundle_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` with the ``.sasd`` suffix added when missing."""
+    p = Path(path)
+    return p if p.suffix == SUFFIX else p.with_name(p.name + SUFFIX)
+
+
+def build_record(
+    result: SolveResult,
+    *,
+    source: str | None = None,
+    source_path: str | os.PathLike[str] | None = None,
+    region: Sequence[int] | None = None,
+    scale: Sequence[float] = (1.0, 1.0),
+    translate: Sequence[float] = (0.0, 0.0),
+    colors: Sequence[str] | None = None,
+    threshold: float | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``record.json`` dictionary of a run (JSON-serialisable).
+
+    Parameters are those of :func:`save_bundle`.
+    """
+    h, w = result.activations.shape[-2:]
+    region = [0, 0, int(h), int(w)] if region is None else [int(v) for v in region]
+    if len(region) != 4 or region[2] - region[0] != h or region[3] - region[1] != w:
+        raise ValueError(
+            f"region {region} does not match the activations' size {h}x{w} (y0, x0, y1, x1)"
+        )
+    n = result.n_motifs
+    colors = list(colors) if colors is not None else [DEFAULT_COLORS[i % 8] for i in range(n)]
+    rec: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "version": __version__,
+        "params": result.params,
+        "lam": float(result.lam),
+        "seed": result.params.get("seed"),
+        "region": region,
+        "source": source,
+        "source_path": None if source_path is None else os.fspath(source_path),
+        "scale": [float(v) for v in scale],
+        "translate": [float(v) for v in translate],
+        "bias": result.bias,
+        "explained": result.explained,
+        "objective": float(result.objective),
+        "n_iter": int(result.n_iter),
+        "converged": bool(result.converged),
+        "n_motifs": n,
+        "kernel_size": list(result.kernel_size),
+        "colors": colors,
+        "threshold": threshold,
+    }
+    if extra:
+        rec.update(extra)
+    return _jsonable(rec)
+
+
+def save_bundle(
+    path: str | os.PathLike[str],
+    result: SolveResult,
+    *,
+    defects: Defects | None = None,
+    source: str | None = None,
+    source_path: str | os.PathLike[str] | None = None,
+    region: Sequence[int] | None = None,
+    scale: Sequence[float] = (1.0, 1.0),
+    translate: Sequence[float] = (0.0, 0.0),
+    colors: Sequence[str] | None = None,
+    threshold: float | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Save a solve as a bundle folder ``NAME.sasd/``.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Folder to write; ``.sasd`` is appended when missing. Existing bundle
+        files in it are overwritten.
+    result : SolveResult
+        The solve.
+    defects : Defects, optional
+        Detected copies, positions relative to the region; default
+        ``find_defects(result.activations, threshold)``.
+    source : str, optional
+        Name of the source image (napari layer name).
+    source_path : str or PathLike, optional
+        File the source image came from.
+    region : sequence of int, optional
+        ``[y0, x0, y1, x1]`` analysed, in source pixels; default the whole
+        activation map.
+    scale, translate : sequence of float
+        The source's pixel size and origin in world units (2 values, or 3
+        with the channel axis first for a cube).
+    colors : sequence of str, optional
+        One colour per motif (hex), default the plugin's palette.
+    threshold : float, optional
+        Detection threshold used (absolute, image units).
+    extra : dict, optional
+        More JSON-serialisable entries for ``record.json``.
+
+    Returns
+    -------
+    Path
+        The bundle folder.
+    """
+    if defects is None:
+        defects = find_defects(result.activations, threshold)
+    record = build_record(
+        result,
+        source=source,
+        source_path=source_path,
+        region=region,
+        scale=scale,
+        translate=translate,
+        colors=colors,
+        threshold=threshold,
+        extra=extra,
+    )
+    return write_bundle_files(path, result.kernels, result.activations, defects, record)
+
+
+def write_bundle_files(
+    path: str | os.PathLike[str],
+    kernels: np.ndarray,
+    activations: np.ndarray,
+    defects: Defects,
+    record: dict[str, Any],
+) -> Path:
+    """Write the four bundle files from arrays and a ready record.
+
+    The lower half of :func:`save_bundle`, also used by the napari writer,
+    which has layers and their ``metadata['napari_sasd']`` rather than a
+    :class:`SolveResult`. ``record`` needs ``region``, ``scale`` and
+    ``translate`` (defaults: whole map, unit pixels) for the CSV coordinates.
+
+    Returns
+    -------
+    Path
+        The bundle folder.
+    """
+    out = bundle_path(path)
+    record = _jsonable(dict(record))
+    record.setdefault("format", FORMAT)
+    record.setdefault("format_version", FORMAT_VERSION)
+    record.setdefault("version", __version__)
+    kernels = np.asarray(kernels)
+    activations = np.asarray(activations)
+    if activations.ndim != 3 or kernels.ndim not in (3, 4):
+        raise BundleError(
+            out,
+            f"need kernels (N,kh,kw)/(N,C,kh,kw) and activations (N,H,W), got "
+            f"{kernels.shape} and {activations.shape}",
+        )
+    region = record.get("region") or [0, 0, *activations.shape[-2:]]
+    scale = np.asarray(record.get("scale") or (1.0, 1.0), float)[-2:]
+    translate = np.asarray(record.get("translate") or (0.0, 0.0), float)[-2:]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(out / "motifs.tif", kernels, photometric="minisblack")
+        tifffile.imwrite(out / "activations.tif", activations, photometric="minisblack")
+        pos = np.asarray(defects.positions, float).reshape(-1, 2) + np.asarray(region[:2], float)
+        world = translate + scale * pos
+        with open(out / "defects.csv", "w", newline="", encoding="utf-8") as f:
+            wr = csv.writer(f)
+            wr.writerow(CSV_COLUMNS)
+            table = zip(
+                np.asarray(defects.motif).tolist(),
+                np.asarray(defects.amplitude, float).tolist(),
+                pos.tolist(),
+                world.tolist(),
+                strict=True,
+            )
+            for m, a, (r, c), (y, x) in table:
+                # repr() of Python floats round-trips exactly
+                wr.writerow([int(m), repr(a), repr(r), repr(c), repr(y), repr(x)])
+        (out / "record.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+    except OSError as exc:
+        raise BundleError(out, exc.strerror or str(exc)) from None
+    return out
+
+
+def load_bundle(path: str | os.PathLike[str]) -> Bundle:
+    """Load a bundle folder written by :func:`save_bundle`.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The ``NAME.sasd`` folder (or its ``record.json``).
+
+    Returns
+    -------
+    Bundle
+
+    Raises
+    ------
+    BundleError
+        Missing or malformed files (one-line message naming the bundle).
+    """
+    p = Path(path)
+    if p.name == "record.json":
+        p = p.parent
+    if not p.is_dir():
+        raise BundleError(p, "not a napari-sasd bundle folder")
+    try:
+        record = json.loads((p / "record.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BundleError(p, "no record.json: not a napari-sasd bundle") from None
+    except (OSError, ValueError) as exc:
+        raise BundleError(p, f"record.json unreadable: {exc}") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise BundleError(p, "record.json is not a napari-sasd bundle record")
+    try:
+        kernels = tifffile.imread(p / "motifs.tif")
+        activations = tifffile.imread(p / "activations.tif")
+    except (OSError, ValueError, tifffile.TiffFileError) as exc:
+        raise BundleError(p, f"cannot read the TIFF files: {exc}") from None
+    # tifffile keeps the written shape (its 'shaped' description); a 2-D file
+    # edited by another tool is one motif / one map.
+    if kernels.ndim == 2:
+        kernels = kernels[None]
+    if activations.ndim == 2:
+        activations = activations[None]
+    region = record.get("region") or [0, 0, *activations.shape[-2:]]
+    defects = _read_defects(p, region)
+    return Bundle(kernels, activations, defects, record, p)
+
+
+def _read_defects(p: Path, region: Sequence[int]) -> Defects:
+    try:
+        with open(p / "defects.csv", newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        return Defects(np.zeros((0, 2)), np.zeros(0, int), np.zeros(0))
+    except OSError as exc:
+        raise BundleError(p, f"defects.csv unreadable: {exc}") from None
+    try:
+        motif = np.array([int(r["motif"]) for r in rows], int)
+        amp = np.array([float(r["amplitude"]) for r in rows], float)
+        pos = np.array([[float(r["row"]), float(r["col"])] for r in rows], float).reshape(-1, 2)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise BundleError(p, f"defects.csv malformed: {exc}") from None
+    return Defects(pos - np.asarray(region[:2], float), motif, amp)
