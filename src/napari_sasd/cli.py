@@ -1,0 +1,478 @@
+"""Command line: ``napari-sasd solve`` and ``napari-sasd sample``.
+
+Napari-free and Qt-free on purpose (runs on a headless cluster node): it
+imports only the core. ``python -m napari_sasd`` is the same program.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from ._version import __version__
+from .imageio import SUPPORTED, expand_inputs
+
+PROG = "napari-sasd"
+
+_MAIN_EPILOG = f"""\
+examples:
+  {PROG} sample topograph --out topo.tif
+  {PROG} solve topo.tif --kernel-size 12 --motifs 2 --out results/
+  {PROG} solve scans/ --kernel-size 15 --motifs 2 --jobs 2 --out results/
+
+Each input gives a result bundle results/NAME.sasd/ (motifs.tif,
+activations.tif, defects.csv, record.json) that napari opens with this plugin.
+Run '{PROG} solve --help' for all the options.
+"""
+
+_SOLVE_DESC = f"""\
+Find the motifs repeated in each image (short-and-sparse blind deconvolution),
+locate their copies, and save one result bundle per input in --out.
+
+Inputs: TIFF, .npy, PNG/JPEG, Nanonis .sxm (default channel: Z forward) and
+.3ds grids (solved as a multi-channel cube), or folders of such files. A 3-D
+TIFF/.npy is taken as a (channels, height, width) stack.
+Supported suffixes: {", ".join(SUPPORTED)}.
+"""
+
+_SOLVE_EPILOG = f"""\
+examples:
+  # two kinds of ~12 px defects in a synthetic topograph
+  {PROG} sample topograph --out topo.tif
+  {PROG} solve topo.tif -k 12 -n 2 --out results/
+
+  # a Nanonis scan: Z forward, flattened, only a 200x200 px region
+  {PROG} solve scan.sxm -k 15 -n 1 --roi 0,0,200,200 --out results/
+
+  # every supported file of a folder, two at a time
+  {PROG} solve scans/ -k 15 -n 2 --jobs 2 --out results/
+
+output: one line per file, e.g.
+  topo.tif: 2 motifs, defects 31+18, lambda 0.21, 4.2 s -> results/topo.sasd
+Errors are printed as 'FILE: message' on stderr and do not stop the other
+files. Exit status: 0 all files done, 1 some failed, 2 bad command line.
+"""
+
+
+class UsageError(Exception):
+    """Bad command-line value (exit status 2)."""
+
+
+def _kernel_size(text: str) -> tuple[int, int]:
+    parts = text.lower().replace("*", "x").split("x")
+    try:
+        vals = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K or KHxKW, got {text!r}") from None
+    if len(vals) == 1:
+        vals = vals * 2
+    if len(vals) != 2 or min(vals) < 2:
+        raise argparse.ArgumentTypeError(f"expected K or KHxKW with sizes >= 2, got {text!r}")
+    return vals[0], vals[1]
+
+
+def _lam(text: str) -> float | None:
+    if text.lower() == "auto":
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"lambda must be > 0, got {text!r}")
+    return v
+
+
+def _roi(text: str) -> tuple[int, int, int, int]:
+    try:
+        vals = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected y0,x0,y1,x1 integers, got {text!r}") from None
+    if len(vals) != 4 or vals[0] < 0 or vals[1] < 0 or vals[2] <= vals[0] or vals[3] <= vals[1]:
+        raise argparse.ArgumentTypeError(f"expected y0,x0,y1,x1 with y0<y1, x0<x1, got {text!r}")
+    return vals  # type: ignore[return-value]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return v
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Find repeated motifs (point-defect signatures) in microscopy images "
+        "by short-and-sparse blind deconvolution.",
+        epilog=_MAIN_EPILOG,
+        formatter_class=fmt,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser(
+        "solve",
+        help="find motifs and defects in image files",
+        description=_SOLVE_DESC,
+        epilog=_SOLVE_EPILOG,
+        formatter_class=fmt,
+    )
+    s.add_argument("files", nargs="+", metavar="FILE", help="image files or folders of them")
+    s.add_argument(
+        "-k",
+        "--kernel-size",
+        type=_kernel_size,
+        required=True,
+        metavar="K",
+        help="motif size in pixels: K or KHxKW (a bit larger than one defect)",
+    )
+    s.add_argument(
+        "-n", "--motifs", type=_positive_int, default=1, metavar="N", help="number of motif kinds"
+    )
+    s.add_argument(
+        "--lam",
+        type=_lam,
+        default=None,
+        metavar="L",
+        help="sparsity weight (normalised units; larger finds fewer copies) or 'auto' (default)",
+    )
+    s.add_argument(
+        "--channel",
+        metavar="NAME",
+        help="Nanonis channel, e.g. 'Z' (forward, the default), 'Z (bwd)', 'LIY 1 omega'; "
+        "for .3ds the grid channel (default: the first lock-in channel)",
+    )
+    s.add_argument(
+        "--flatten",
+        choices=("auto", "none", "plane", "lines", "both"),
+        default="auto",
+        help="remove a plane and/or scan-line offsets first; auto (default): both for "
+        "Nanonis files, none otherwise",
+    )
+    s.add_argument(
+        "--roi",
+        type=_roi,
+        metavar="Y0,X0,Y1,X1",
+        help="analyse only rows Y0..Y1-1 and columns X0..X1-1 (pixels)",
+    )
+    s.add_argument(
+        "--threshold",
+        type=_fraction,
+        metavar="T",
+        help="count a defect where an activation exceeds T times the largest one "
+        "(0-1; default: automatic)",
+    )
+    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument(
+        "--max-iter", type=_positive_int, metavar="I", help="iteration budget (default: solver's)"
+    )
+    s.add_argument(
+        "-j", "--jobs", type=_positive_int, default=1, metavar="J", help="files solved in parallel"
+    )
+    s.add_argument("-o", "--out", required=True, metavar="DIR", help="folder for the bundles")
+    s.add_argument(
+        "--progress",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="progress bar on stderr: auto (default) shows it on a terminal",
+    )
+
+    m = sub.add_parser(
+        "sample",
+        help="write a synthetic test image",
+        description="Write a synthetic image with known defects (the napari sample data): "
+        "'topograph' is a 256x256 STM-like topograph with two defect kinds (12 px); "
+        "'cube' is a (channels, 128, 128) spectroscopy stack with two defect kinds.",
+        epilog=f"example:\n  {PROG} sample topograph --out topo.tif\n"
+        f"  {PROG} solve topo.tif -k 12 -n 2 --out results/",
+        formatter_class=fmt,
+    )
+    m.add_argument("name", choices=("topograph", "cube"), help="which sample")
+    m.add_argument("-o", "--out", required=True, metavar="FILE", help="output .tif/.tiff/.npy")
+    return parser
+
+
+@dataclass(frozen=True)
+class SolveOptions:
+    """The per-file settings of ``solve`` (picklable for worker processes)."""
+
+    kernel_size: tuple[int, int]
+    n_motifs: int
+    lam: float | None
+    channel: str | None
+    flatten: str
+    roi: tuple[int, int, int, int] | None
+    threshold: float | None
+    seed: int
+    max_iter: int | None
+    out: str
+
+
+class ProgressBar:
+    """A one-line text progress bar (``\\r``-redrawn), throttled to 10 Hz."""
+
+    def __init__(self, label: str, stream: TextIO, width: int = 30) -> None:
+        self.label, self.stream, self.width = label, stream, width
+        self._last = 0.0
+
+    def update(self, fraction: float, note: str = "", force: bool = False) -> None:
+        """Redraw at ``fraction`` in [0, 1] (at most every 0.1 s unless ``force``)."""
+        now = time.monotonic()
+        if not force and now - self._last < 0.1:
+            return
+        self._last = now
+        n = round(self.width * min(max(fraction, 0.0), 1.0))
+        bar = "#" * n + "." * (self.width - n)
+        self.stream.write(f"\r{self.label} [{bar}] {100 * fraction:3.0f}% {note}")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """Erase the bar's line."""
+        self.stream.write("\r" + " " * (len(self.label) + self.width + 30) + "\r")
+        self.stream.flush()
+
+
+def solve_file(path: Path, opts: SolveOptions, bar: ProgressBar | None = None) -> str:
+    """Solve one file and write its bundle; return the summary line.
+
+    Raises ``ValueError``/``TypeError`` (bad input), ``OSError``; messages are
+    prefixed with the file by :func:`_run_one`.
+    """
+    from . import iter_solve
+    from .bundle import save_bundle
+    from .flatten import flatten
+    from .imageio import read_image
+    from .peaks import find_defects
+
+    t0 = time.perf_counter()
+    img = read_image(path, opts.channel)
+    data = img.data
+    h, w = data.shape[-2:]
+    region = [0, 0, h, w]
+    if opts.roi is not None:
+        y0, x0, y1, x1 = opts.roi
+        if y1 > h or x1 > w:
+            raise ValueError(f"--roi {y0},{x0},{y1},{x1} is outside the {h}x{w} image")
+        data = data[..., y0:y1, x0:x1]
+        region = [y0, x0, y1, x1]
+    mode = opts.flatten
+    if mode == "auto":
+        mode = "both" if path.suffix.lower() in (".sxm", ".3ds") else "none"
+    if mode != "none":
+        data = flatten(data, plane=mode in ("plane", "both"), lines=mode in ("lines", "both"))
+
+    gen = iter_solve(
+        data,
+        kernel_size=opts.kernel_size,
+        n_motifs=opts.n_motifs,
+        lam=opts.lam,
+        channel_axis=img.channel_axis,
+        seed=opts.seed,
+        max_iter=opts.max_iter,
+    )
+    while True:
+        try:
+            p = next(gen)
+        except StopIteration as stop:
+            result = stop.value
+            break
+        if bar is not None:
+            bar.update(p.fraction, f"stage {p.stage + 1}/{p.n_stages}")
+    if bar is not None:
+        bar.close()
+
+    acts = result.activations
+    thr = None
+    if opts.threshold is not None:
+        thr = float(opts.threshold) * float(acts.max(initial=0.0))
+    defects = find_defects(acts, thr)
+    scale = tuple(img.scale)
+    translate = tuple(img.translate)
+    if img.channel_axis is not None:  # the layer convention for a cube: channel axis first
+        scale, translate = (1.0, *scale), (0.0, *translate)
+    out = save_bundle(
+        Path(opts.out) / path.stem,
+        result,
+        defects=defects,
+        source=img.name,
+        source_path=str(path.resolve()),
+        region=region,
+        scale=scale,
+        translate=translate,
+        threshold=thr,
+        extra={
+            "flatten": mode,
+            "threshold_relative": opts.threshold,
+            "channel": img.name,
+            "units": img.units,
+            "space_units": img.metadata.get("space_units", "px"),
+            "command": "napari-sasd solve",
+        },
+    )
+    counts = "+".join(str(c) for c in defects.counts(result.n_motifs))
+    secs = time.perf_counter() - t0
+    return (
+        f"{path}: {result.n_motifs} motif{'s' * (result.n_motifs != 1)}, defects {counts}, "
+        f"lambda {result.lam:.3g}, {secs:.1f} s -> {out}"
+    )
+
+
+def _run_one(path: str, opts: SolveOptions, progress: bool) -> tuple[bool, str]:
+    """Worker entry: (ok, summary or 'FILE: error') -- never raises."""
+    p = Path(path)
+    bar = ProgressBar(p.name, sys.stderr) if progress else None
+    try:
+        return True, solve_file(p, opts, bar)
+    except Exception as exc:  # report and carry on with the other files
+        if bar is not None:
+            bar.close()
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        # Our readers already prefix the path; don't say it twice.
+        if not msg.startswith(str(p)):
+            msg = f"{p}: {msg}"
+        return False, msg
+
+
+def _cmd_solve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    files = list(dict.fromkeys(expand_inputs(args.files)))  # a file named twice runs once
+    if not files:
+        err.write(f"{PROG} solve: no supported files ({', '.join(SUPPORTED)}) in the inputs\n")
+        return 2
+    # Two inputs with the same stem (a.tif, a.npy) would overwrite each other's bundle.
+    stems = [f.stem for f in files]
+    dup = sorted({s for s in stems if stems.count(s) > 1})
+    if dup:
+        err.write(f"{PROG} solve: several inputs named {', '.join(dup)}: rename one\n")
+        return 2
+    try:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        err.write(f"{args.out}: {exc.strerror or exc}\n")
+        return 2
+    opts = SolveOptions(
+        kernel_size=args.kernel_size,
+        n_motifs=args.motifs,
+        lam=args.lam,
+        channel=args.channel,
+        flatten=args.flatten,
+        roi=args.roi,
+        threshold=args.threshold,
+        seed=args.seed,
+        max_iter=args.max_iter,
+        out=str(args.out),
+    )
+    progress = args.progress == "always" or (args.progress == "auto" and err.isatty())
+    failed = 0
+    if args.jobs == 1 or len(files) == 1:
+        for f in files:
+            ok, msg = _run_one(str(f), opts, progress)
+            failed += not ok
+            (out if ok else err).write(msg + "\n")
+            (out if ok else err).flush()
+    else:
+        # Processes, not threads: the solver is numpy/FFT-bound and holds the GIL
+        # between calls. 'spawn' so workers don't inherit a parent's threads or Qt.
+        ctx = get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(args.jobs, len(files)), mp_context=ctx) as ex:
+            futures = [ex.submit(_run_one, str(f), opts, False) for f in files]
+            for fut in as_completed(futures):
+                try:
+                    ok, msg = fut.result()
+                except Exception as exc:  # a worker died (out of memory...)
+                    ok, msg = False, f"worker failed: {exc}"
+                failed += not ok
+                (out if ok else err).write(msg + "\n")
+                (out if ok else err).flush()
+    return 1 if failed else 0
+
+
+def _cmd_sample(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .sample_data import cube_data, topograph_data
+
+    path = Path(args.out)
+    suffix = path.suffix.lower()
+    if suffix not in (".tif", ".tiff", ".npy"):
+        err.write(f"{path}: the sample is written as .tif, .tiff or .npy\n")
+        return 2
+    data = (topograph_data if args.name == "topograph" else cube_data)()
+    img = np.asarray(data.image, np.float32)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".npy":
+            np.save(path, img, allow_pickle=False)
+        else:
+            import tifffile
+
+            tifffile.imwrite(path, img, photometric="minisblack")
+    except OSError as exc:
+        err.write(f"{path}: {exc.strerror or exc}\n")
+        return 1
+    k = data.kernels.shape[-1]
+    out.write(
+        f"{path}: synthetic {args.name} {'x'.join(map(str, img.shape))}, "
+        f"{data.kernels.shape[0]} motifs of {k} px; try: {PROG} solve {path} "
+        f"-k {k} -n {data.kernels.shape[0]} --out results/\n"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        Exit status: 0 success, 1 some file failed, 2 usage error.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help (0) and on errors (2)
+        return int(exc.code or 0)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        if args.command == "solve":
+            return _cmd_solve(args, sys.stdout, sys.stderr)
+        return _cmd_sample(args, sys.stdout, sys.stderr)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+__all__ = ["build_parser", "main", "solve_file"]
