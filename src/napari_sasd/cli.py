@@ -257,8 +257,12 @@ class ProgressBar:
         self.stream.flush()
 
 
-def solve_file(path: Path, opts: SolveOptions, bar: ProgressBar | None = None) -> str:
-    """Solve one file and write its bundle; return the summary line.
+def solve_file(
+    path: Path, opts: SolveOptions, bar: ProgressBar | None = None, name: str | None = None
+) -> str:
+    """Solve one file and write its bundle ``opts.out/NAME.sasd``; return the summary.
+
+    ``name`` defaults to the file's stem.
 
     Raises ``ValueError``/``TypeError`` (bad input), ``OSError``; messages are
     prefixed with the file by :func:`_run_one`.
@@ -316,7 +320,7 @@ def solve_file(path: Path, opts: SolveOptions, bar: ProgressBar | None = None) -
     if img.channel_axis is not None:  # the layer convention for a cube: channel axis first
         scale, translate = (1.0, *scale), (0.0, *translate)
     out = save_bundle(
-        Path(opts.out) / path.stem,
+        Path(opts.out) / (name or path.stem),
         result,
         defects=defects,
         source=img.name,
@@ -342,12 +346,12 @@ def solve_file(path: Path, opts: SolveOptions, bar: ProgressBar | None = None) -
     )
 
 
-def _run_one(path: str, opts: SolveOptions, progress: bool) -> tuple[bool, str]:
+def _run_one(path: str, name: str, opts: SolveOptions, progress: bool) -> tuple[bool, str]:
     """Worker entry: (ok, summary or 'FILE: error') -- never raises."""
     p = Path(path)
     bar = ProgressBar(p.name, sys.stderr) if progress else None
     try:
-        return True, solve_file(p, opts, bar)
+        return True, solve_file(p, opts, bar, name=name)
     except Exception as exc:  # report and carry on with the other files
         if bar is not None:
             bar.close()
@@ -363,12 +367,11 @@ def _cmd_solve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if not files:
         err.write(f"{PROG} solve: no supported files ({', '.join(SUPPORTED)}) in the inputs\n")
         return 2
-    # Two inputs with the same stem (a.tif, a.npy) would overwrite each other's bundle.
+    # Bundles are named after the inputs; a.tif and a.npy get a_tif and a_npy.
     stems = [f.stem for f in files]
-    dup = sorted({s for s in stems if stems.count(s) > 1})
-    if dup:
-        err.write(f"{PROG} solve: several inputs named {', '.join(dup)}: rename one\n")
-        return 2
+    names = [
+        f.stem if stems.count(f.stem) == 1 else f"{f.stem}_{f.suffix.lstrip('.')}" for f in files
+    ]
     try:
         Path(args.out).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -389,8 +392,8 @@ def _cmd_solve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     progress = args.progress == "always" or (args.progress == "auto" and err.isatty())
     failed = 0
     if args.jobs == 1 or len(files) == 1:
-        for f in files:
-            ok, msg = _run_one(str(f), opts, progress)
+        for f, name in zip(files, names, strict=True):
+            ok, msg = _run_one(str(f), name, opts, progress)
             failed += not ok
             (out if ok else err).write(msg + "\n")
             (out if ok else err).flush()
@@ -399,7 +402,10 @@ def _cmd_solve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         # between calls. 'spawn' so workers don't inherit a parent's threads or Qt.
         ctx = get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(args.jobs, len(files)), mp_context=ctx) as ex:
-            futures = [ex.submit(_run_one, str(f), opts, False) for f in files]
+            futures = [
+                ex.submit(_run_one, str(f), name, opts, False)
+                for f, name in zip(files, names, strict=True)
+            ]
             for fut in as_completed(futures):
                 try:
                     ok, msg = fut.result()

@@ -1,0 +1,177 @@
+"""The napari-sasd command line, end to end on generated files."""
+
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_sasd.bundle import load_bundle
+from napari_sasd.cli import ProgressBar, main
+from napari_sasd.synthetic import make_synthetic
+
+FAST = ["-k", "8", "-n", "2", "--max-iter", "30", "--progress", "never"]
+
+
+def test_cli_imports_neither_qt_nor_napari():
+    code = (
+        "import sys, napari_sasd.cli, napari_sasd.bundle, napari_sasd.imageio;"
+        "bad = [m for m in sys.modules if m.split('.')[0] in "
+        "('napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'magicgui')];"
+        "print(bad); sys.exit(bool(bad))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_sample_then_solve(tmp_path, capsys):
+    topo = tmp_path / "topo.tif"
+    assert main(["sample", "topograph", "--out", str(topo)]) == 0
+    img = tifffile.imread(topo)
+    assert img.shape == (256, 256)
+    assert "napari-sasd solve" in capsys.readouterr().out  # tells what to do next
+
+    out = tmp_path / "res"
+    rc = main(["solve", str(topo), *FAST, "--roi", "10,20,106,116", "--out", str(out)])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    line = cap.out.strip()
+    assert line.startswith(f"{topo}: 2 motifs, defects ") and "lambda" in line
+    assert line.endswith(f" s -> {out / 'topo.sasd'}")
+    b = load_bundle(out / "topo.sasd")
+    assert b.kernels.shape == (2, 8, 8) and b.activations.shape == (2, 96, 96)
+    r = b.record
+    assert r["region"] == [10, 20, 106, 116] and r["source_path"] == str(topo.resolve())
+    assert r["params"]["max_iter"] == 30 and r["seed"] == 0 and r["flatten"] == "none"
+    counts = "+".join(str(c) for c in np.bincount(b.defects.motif, minlength=2))
+    assert f"defects {counts}," in line
+
+
+def test_sample_cube_npy_and_multichannel_solve(tmp_path, capsys):
+    cube = tmp_path / "cube.npy"
+    assert main(["sample", "cube", "--out", str(cube)]) == 0
+    arr = np.load(cube)
+    assert arr.ndim == 3 and arr.shape[1:] == (128, 128)
+    rc = main(
+        [
+            "solve",
+            str(cube),
+            *FAST,
+            "--roi",
+            "0,0,64,64",
+            "--flatten",
+            "plane",
+            "-o",
+            str(tmp_path),
+        ]
+    )
+    assert rc == 0, capsys.readouterr().err
+    b = load_bundle(tmp_path / "cube.sasd")
+    assert b.kernels.shape == (2, arr.shape[0], 8, 8)
+    assert b.record["scale"] == [1.0, 1.0, 1.0] and b.record["flatten"] == "plane"
+
+
+def _write_small(folder, n=3):
+    for i in range(n):
+        d = make_synthetic((64, 64), 8, 2, noise=0.02, seed=i)
+        np.save(folder / f"img{i}.npy", d.image.astype(np.float32))
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_folder_with_a_corrupt_file(tmp_path, capsys, jobs):
+    src = tmp_path / "in"
+    src.mkdir()
+    _write_small(src)
+    (src / "broken.tif").write_bytes(b"II*\x00garbage")
+    (src / "broken.sxm").write_bytes(b":NANONIS_VERSION:\n2\n:SCANIT_END:\n")
+    (src / "notes.txt").write_text("ignored: not an image suffix")
+    out = tmp_path / "out"
+    rc = main(["solve", str(src), *FAST, "--jobs", str(jobs), "--out", str(out)])
+    cap = capsys.readouterr()
+    assert rc == 1
+    errs = cap.err.strip().splitlines()
+    assert len(errs) == 2, cap.err
+    assert any(e.startswith(f"{src / 'broken.tif'}: ") for e in errs)
+    assert any(e.startswith(f"{src / 'broken.sxm'}: ") for e in errs)
+    assert "Traceback" not in cap.err
+    assert sorted(p.name for p in out.iterdir()) == ["img0.sasd", "img1.sasd", "img2.sasd"]
+    assert len(cap.out.strip().splitlines()) == 3
+
+
+def test_same_stem_inputs_get_distinct_bundles(tmp_path, capsys):
+    d = make_synthetic((48, 48), 8, 1, seed=0).image
+    np.save(tmp_path / "a.npy", d)
+    tifffile.imwrite(tmp_path / "a.tif", d.astype(np.float32))
+    rc = main(["solve", str(tmp_path), *FAST, "--out", str(tmp_path / "o")])
+    assert rc == 0, capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a_npy.sasd", "a_tif.sasd"]
+
+
+def test_missing_file_and_bad_roi_fail_others_run(tmp_path, capsys):
+    _write_small(tmp_path, 1)
+    rc = main(["solve", str(tmp_path / "nope.tif"), str(tmp_path / "img0.npy"), *FAST,
+               "--out", str(tmp_path / "o")])  # fmt: skip
+    cap = capsys.readouterr()
+    assert rc == 1 and cap.err.startswith(f"{tmp_path / 'nope.tif'}: no such file")
+    assert (tmp_path / "o" / "img0.sasd" / "record.json").exists()
+    rc = main(["solve", str(tmp_path / "img0.npy"), *FAST, "--roi", "0,0,65,10",
+               "--out", str(tmp_path / "o")])  # fmt: skip
+    assert rc == 1 and "outside the 64x64 image" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["solve", "x.tif", "--out", "o"],  # no --kernel-size
+        ["solve", "x.tif", "-k", "3x", "--out", "o"],
+        ["solve", "x.tif", "-k", "8", "--lam", "-1", "--out", "o"],
+        ["solve", "x.tif", "-k", "8", "--roi", "5,5,1,1", "--out", "o"],
+        ["solve", "x.tif", "-k", "8", "--threshold", "2", "--out", "o"],
+        ["sample", "nothing", "--out", "x.tif"],
+        ["frobnicate"],
+    ],
+)
+def test_usage_errors_exit_2(argv, capsys):
+    assert main(argv) == 2
+    assert capsys.readouterr().err
+
+
+def test_sample_bad_suffix_and_empty_folder(tmp_path, capsys):
+    assert main(["sample", "topograph", "--out", str(tmp_path / "x.png")]) == 2
+    assert main(["solve", str(tmp_path), "-k", "8", "--out", str(tmp_path / "o")]) == 2
+    assert "no supported files" in capsys.readouterr().err
+
+
+def test_help_has_examples(capsys):
+    assert main(["--help"]) == 0
+    assert "examples:" in capsys.readouterr().out
+    assert main(["solve", "--help"]) == 0
+    text = capsys.readouterr().out
+    for opt in ("--kernel-size", "--motifs", "--lam", "--channel", "--flatten", "--roi",
+                "--jobs", "--threshold", "--out", "examples:", "Exit status"):  # fmt: skip
+        assert opt in text
+
+
+def test_python_dash_m(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "napari_sasd", "sample", "topograph", "--out", "t.npy"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert np.load(tmp_path / "t.npy").shape == (256, 256)
+
+
+def test_progress_bar_draws_on_one_line():
+    s = io.StringIO()
+    bar = ProgressBar("f.tif", s, width=10)
+    bar.update(0.5, "stage 1/2", force=True)
+    assert s.getvalue() == "\rf.tif [#####.....]  50% stage 1/2"
+    bar.update(0.6)  # throttled: within 0.1 s of the last draw
+    assert s.getvalue().count("\r") == 1
+    bar.close()
+    assert s.getvalue().endswith("\r") and "\n" not in s.getvalue()
