@@ -30,6 +30,15 @@ from .result import SolveProgress, SolveResult
 _PROGRESS_STEPS = 1000
 
 
+class SolveError(Exception):
+    """A ``RuntimeError`` raised by the solver, re-raised under another class.
+
+    superqt's worker treats a ``RuntimeError`` as "the worker was deleted":
+    it would emit neither ``errored`` nor ``finished``, and the widget would
+    wait forever.
+    """
+
+
 def throttled(
     gen: Iterator[SolveProgress], cancel: threading.Event, interval: float = 0.2
 ) -> Generator[SolveProgress, None, SolveResult | None]:
@@ -51,6 +60,8 @@ def throttled(
                 return None
             try:
                 snap = next(gen)
+            except RuntimeError as exc:
+                raise SolveError(str(exc) or type(exc).__name__) from exc
             except StopIteration as stop:
                 if pending is not None:
                     yield pending
@@ -179,11 +190,12 @@ class SolveRunner:
         if self._state != "running" or snap is None:
             return
         self.last_progress = snap
-        if self.pbar is not None:
+        pbar = self.pbar  # local: updating it may process events (and finish)
+        if pbar is not None:
+            pbar.set_description(f"{self.desc}: stage {snap.stage + 1}/{snap.n_stages}")
             n = round(snap.fraction * _PROGRESS_STEPS)
-            if n > self.pbar.n:
-                self.pbar.update(n - self.pbar.n)
-            self.pbar.set_description(f"{self.desc}: stage {snap.stage + 1}/{snap.n_stages}")
+            if n > pbar.n:
+                pbar.update(n - pbar.n)
         if self.on_progress is not None:
             self.on_progress(snap)
 

@@ -1,0 +1,292 @@
+"""The dock widget with a real viewer and the real worker thread.
+
+Runs wait on the widget's ``run_finished`` signal (emitted on the main thread
+after the result layers are shown) with ``qtbot.waitSignal``, so the Qt event
+loop keeps running while the solver works in its thread.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from qtpy.QtCore import QTimer
+
+from napari_sasd.layers import META_KEY, motif_rgba
+from napari_sasd.metrics import match_motifs
+
+K = 10
+
+
+def _setup(widget, *, k=K, n=2, max_iter=0, region="whole"):
+    widget._k.value = k
+    widget._n.value = n
+    widget._max_iter.value = max_iter
+    widget._region.value = region
+
+
+def _names(viewer):
+    return [layer.name for layer in viewer.layers]
+
+
+def test_sample_topograph_end_to_end(viewer_widget, run_and_wait):
+    """Open through the manifest, load the sample, run: layers, colours, truth."""
+    viewer, widget = viewer_widget
+    viewer.open_sample("napari-sasd", "topograph")
+    src = viewer.layers["synthetic topograph"]
+    assert widget._image.value is src
+    _setup(widget, k=12, n=2)
+    assert run_and_wait(widget) == "done"
+
+    truth = src.metadata["ground_truth"]["kernels"]
+    sims, _ = match_motifs(widget.result.kernels, truth)
+    assert sims.min() >= 0.97, sims
+
+    names = _names(viewer)
+    for n in (1, 2):
+        assert f"synthetic topograph motif {n}" in names
+        assert f"synthetic topograph activation {n}" in names
+    assert "synthetic topograph defects" in names
+    for n in range(2):
+        act = viewer.layers[f"synthetic topograph activation {n + 1}"]
+        assert act.data.shape == src.data.shape
+        assert act.blending == "additive"
+        # Colormap goes from black to the motif's palette colour.
+        np.testing.assert_allclose(act.colormap.colors[-1], motif_rgba(n), atol=1e-6)
+        meta = act.metadata[META_KEY]
+        assert meta["role"] == "activation" and meta["motif"] == n
+        assert meta["source"] == "synthetic topograph" and meta["region"] == [0, 0, 256, 256]
+        mot = viewer.layers[f"synthetic topograph motif {n + 1}"]
+        assert mot.data.shape == (12, 12)
+        # Motifs sit right of the image, at its pixel size.
+        assert mot.translate[1] > src.data.shape[1] - 0.5
+    pts = viewer.layers["synthetic topograph defects"]
+    assert set(pts.features.columns) >= {"motif", "amplitude"}
+    np.testing.assert_allclose(pts.face_color, motif_rgba(pts.features["motif"].to_numpy()))
+    counts = np.bincount(pts.features["motif"], minlength=2)
+    assert all(c > 20 for c in counts)
+    assert "copies" in widget.gallery.captions[0].text()
+    assert "λ used" in widget._lam_used.value
+    import json
+
+    for layer in viewer.layers[1:]:
+        json.dumps(layer.metadata[META_KEY])  # the bundle writer needs JSON
+
+
+def test_threshold_slider_updates_points_without_solving(viewer_widget, run_and_wait, small_image):
+    viewer, widget = viewer_widget
+    viewer.add_image(small_image.image, name="img")
+    _setup(widget)
+    assert run_and_wait(widget) == "done"
+    runner, result = widget.runner, widget.result
+    pts = viewer.layers["img defects"]
+    n0 = len(pts.data)
+    widget._threshold.value = 0.9
+    assert 0 < len(pts.data) < n0
+    assert len(pts.features) == len(pts.data) == len(pts.face_color)
+    assert pts.metadata[META_KEY]["threshold"] == pytest.approx(0.9)
+    widget._threshold.value = 0.05
+    assert len(pts.data) > n0
+    # No new solve: same runner, same result object.
+    assert widget.runner is runner and widget.result is result
+
+
+def test_cancel_stops_fast_and_leaves_viewer_unchanged(viewer_widget, qtbot, small_image):
+    viewer, widget = viewer_widget
+    viewer.add_image(small_image.image, name="img")
+    _setup(widget, max_iter=100_000)
+    before = _names(viewer)
+    assert widget.run()
+    assert widget._run.text == "Cancel"
+    # Wait for the live preview (the solver is really iterating).
+    qtbot.waitUntil(lambda: len(widget.gallery.images) == 2, timeout=20_000)
+    assert widget.progress.value() >= 0
+    t0 = time.monotonic()
+    with qtbot.waitSignal(widget.run_finished, timeout=5_000) as blocker:
+        widget._run.native.click()  # the Run button is now Cancel
+    assert time.monotonic() - t0 < 1.0
+    assert blocker.args == ["cancelled"]
+    assert _names(viewer) == before
+    assert widget._run.text == "Run" and widget.result is None
+
+
+def test_rerun_replaces_in_place_warm_starts_and_keeps(viewer_widget, run_and_wait, small_image):
+    viewer, widget = viewer_widget
+    viewer.add_image(small_image.image, name="img")
+    _setup(widget, max_iter=200)
+    assert run_and_wait(widget) == "done"
+    first = list(viewer.layers)
+    assert "init_kernels" not in widget.runner.solve_kwargs
+
+    # Change only lambda: same layers updated in place, warm start.
+    widget._auto_lam.value = False
+    widget._lam.value = widget.result.lam * 1.5
+    assert run_and_wait(widget) == "done"
+    assert list(viewer.layers) == first
+    assert all(a is b for a, b in zip(viewer.layers, first, strict=True))
+    np.testing.assert_array_equal(widget.runner.solve_kwargs["init_kernels"].shape, (2, K, K))
+    assert viewer.layers["img activation 1"].metadata[META_KEY]["lam"] == pytest.approx(
+        widget.result.lam
+    )
+
+    # Fewer motifs: no warm start, the second motif's layers go away.
+    widget._n.value = 1
+    assert run_and_wait(widget) == "done"
+    assert "init_kernels" not in widget.runner.solve_kwargs
+    assert "img activation 2" not in _names(viewer)
+    n_layers = len(viewer.layers)
+
+    # Keep previous results: a new set is added, the old one stays.
+    widget._keep.value = True
+    assert run_and_wait(widget) == "done"
+    assert len(viewer.layers) == 2 * n_layers - 1
+
+
+def test_shapes_rectangle_on_scaled_translated_image(viewer_widget, run_and_wait, small_image):
+    viewer, widget = viewer_widget
+    img = viewer.add_image(small_image.image, name="img", scale=(0.5, 2.0), translate=(10.0, -5.0))
+    # Rectangle over data rows 20..80, cols 30..100 (edges on pixel edges), in world units.
+    y0, x0, y1, x1 = 20, 30, 80, 100
+    corners = np.array([[y0 - 0.5, x0 - 0.5], [y1 - 0.5, x1 - 0.5]])
+    world = np.array([img.data_to_world(c) for c in corners])
+    viewer.add_shapes([world], shape_type="rectangle", name="roi")
+    _setup(widget, max_iter=150, region="shapes")
+    widget._shapes.value = viewer.layers["roi"]
+    assert widget.region_for(img) == (y0, x0, y1, x1)
+    assert run_and_wait(widget) == "done"
+    # The analysed pixels are exactly the rectangle's.
+    np.testing.assert_array_equal(widget.context.image, small_image.image[y0:y1, x0:x1])
+    act = viewer.layers["img activation 1"]
+    assert act.data.shape == (y1 - y0, x1 - x0)
+    # Activation pixel (0, 0) sits on source pixel (y0, x0) in world coordinates.
+    np.testing.assert_allclose(act.data_to_world((0, 0)), img.data_to_world((y0, x0)))
+    np.testing.assert_allclose(act.data_to_world((5, 7)), img.data_to_world((y0 + 5, x0 + 7)))
+    pts = viewer.layers["img defects"]
+    np.testing.assert_allclose(pts.scale, img.scale)
+    assert act.metadata[META_KEY]["region"] == [y0, x0, y1, x1]
+
+
+def test_event_loop_keeps_running_during_solve(viewer_widget, qtbot, small_image):
+    viewer, widget = viewer_widget
+    viewer.add_image(small_image.image, name="img")
+    _setup(widget, max_iter=300)
+    ticks = []
+    timer = QTimer()
+    timer.setInterval(20)
+    timer.timeout.connect(lambda: ticks.append(time.monotonic()))
+    timer.start()
+    t0 = time.monotonic()
+    with qtbot.waitSignal(widget.run_finished, timeout=60_000):
+        assert widget.run()
+    elapsed = time.monotonic() - t0
+    timer.stop()
+    assert elapsed > 0.5
+    # The timer fired all along: no gap longer than half a second.
+    gaps = np.diff([t0, *ticks])
+    assert len(ticks) > elapsed / 0.02 * 0.3
+    assert gaps.max() < 0.5, gaps.max()
+
+
+def test_solver_error_is_shown_and_viewer_unchanged(
+    viewer_widget, qtbot, small_image, monkeypatch
+):
+    import napari.utils.notifications as notifications
+
+    import napari_sasd
+
+    def broken(image, *args, **kwargs):
+        yield from ()
+        raise RuntimeError("boom")
+
+    shown = []
+    monkeypatch.setattr(napari_sasd, "iter_solve", broken)
+    monkeypatch.setattr(notifications, "show_error", lambda msg: shown.append(msg))
+    viewer, widget = viewer_widget
+    viewer.add_image(small_image.image, name="img")
+    before = _names(viewer)
+    with qtbot.waitSignal(widget.run_finished, timeout=10_000) as blocker:
+        assert widget.run()
+    assert blocker.args == ["error"]
+    assert shown and "boom" in shown[0]
+    assert _names(viewer) == before
+    assert widget._run.text == "Run"
+
+
+def test_bad_input_refused_before_start(viewer_widget, small_image, monkeypatch):
+    import napari.utils.notifications as notifications
+
+    shown = []
+    monkeypatch.setattr(notifications, "show_error", lambda msg: shown.append(msg))
+    viewer, widget = viewer_widget
+    viewer.add_image(small_image.image[:8, :40], name="thin")
+    _setup(widget, k=12)
+    assert not widget.run()
+    assert widget.runner is None
+    assert "larger than the region" in shown[-1]
+    viewer.add_image(np.zeros((16, 16, 3), np.uint8), name="photo", rgb=True)
+    widget._image.value = viewer.layers["photo"]
+    assert "RGB" in widget._info.value
+    assert not widget.run()
+    assert "RGB" in shown[-1]
+
+
+def test_layer_picker_follows_layers(viewer_widget, small_image):
+    viewer, widget = viewer_widget
+    assert widget._image.value is None
+    a = viewer.add_image(small_image.image, name="a")
+    assert widget._image.value is a
+    a.name = "renamed"
+    assert "renamed" in [c for c in widget._image.choices if c is not None] or any(
+        getattr(c, "name", None) == "renamed" for c in widget._image.choices
+    )
+    viewer.add_labels(np.zeros((128, 128), int), name="mask")
+    assert viewer.layers["mask"] in widget._mask.choices
+    viewer.layers.remove(a)
+    assert a not in widget._image.choices
+
+
+def test_labels_mask_is_passed_to_solver(viewer_widget, small_image):
+    viewer, widget = viewer_widget
+    viewer.add_image(small_image.image, name="img")
+    lab = np.zeros((128, 128), int)
+    lab[:, :20] = 1
+    viewer.add_labels(lab, name="bad")
+    widget._mask.value = viewer.layers["bad"]
+    _, kwargs, _ = widget.prepare()
+    assert kwargs["mask"].shape == (128, 128)
+    assert not kwargs["mask"][:, :20].any() and kwargs["mask"][:, 20:].all()
+    widget._mask_mode.value = "include"
+    _, kwargs, _ = widget.prepare()
+    assert kwargs["mask"][:, :20].all() and not kwargs["mask"][:, 20:].any()
+
+
+def test_cube_and_slice_modes(viewer_widget, run_and_wait):
+    viewer, widget = viewer_widget
+    viewer.open_sample("napari-sasd", "cube")
+    cube = viewer.layers["synthetic cube"]
+    assert not widget._stack.native.isHidden()
+    _setup(widget, k=12, max_iter=60)
+    widget._stack.value = "slice"
+    img, kwargs, _ = widget.prepare()
+    assert img.ndim == 2 and kwargs["channel_axis"] is None
+    widget._stack.value = "cube"
+    assert run_and_wait(widget) == "done"
+    assert widget.runner.solve_kwargs["channel_axis"] == 0
+    mot = viewer.layers["synthetic cube motif 1"]
+    assert mot.data.shape == (4, 12, 12)
+    assert viewer.layers["synthetic cube activation 1"].data.shape == cube.data.shape[1:]
+
+
+def test_parameters_remembered(make_napari_viewer, small_image):
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-sasd", "Find motifs (SaS-BD)")
+    viewer.add_image(small_image.image[:8, :8], name="tiny")
+    widget._k.value = 7
+    widget._n.value = 3
+    widget._flatten.value = True
+    widget.run()  # refused (region too small) but the parameters are saved
+    from napari_sasd.widget import SasdWidget
+
+    again = SasdWidget(viewer)
+    assert (again._k.value, again._n.value, again._flatten.value) == (7, 3, True)
