@@ -85,7 +85,9 @@ def test_threshold_slider_updates_points_without_solving(viewer_widget, run_and_
     widget._threshold.value = 0.9
     assert 0 < len(pts.data) < n0
     assert len(pts.features) == len(pts.data) == len(pts.face_color)
-    assert pts.metadata[META_KEY]["threshold"] == pytest.approx(0.9)
+    assert pts.metadata[META_KEY]["threshold_relative"] == pytest.approx(0.9)
+    top = result.activations.max()
+    assert pts.metadata[META_KEY]["threshold"] == pytest.approx(0.9 * top)
     widget._threshold.value = 0.05
     assert len(pts.data) > n0
     # No new solve: same runner, same result object.
@@ -290,3 +292,19 @@ def test_parameters_remembered(make_napari_viewer, small_image):
 
     again = SasdWidget(viewer)
     assert (again._k.value, again._n.value, again._flatten.value) == (7, 3, True)
+
+
+def test_save_bundle_button(viewer_widget, run_and_wait, small_image, tmp_path):
+    viewer, widget = viewer_widget
+    viewer.add_image(small_image.image, name="img", scale=(0.5, 0.5))
+    _setup(widget, max_iter=100)
+    assert not widget._save.enabled
+    assert run_and_wait(widget) == "done"
+    assert widget._save.enabled
+    out = widget._on_save(path=str(tmp_path / "scan"))
+    assert out is not None
+    from napari_sasd.bundle import load_bundle
+
+    b = load_bundle(out)
+    np.testing.assert_allclose(b.kernels, widget.result.kernels, atol=1e-6)
+    assert len(b.defects) == len(viewer.layers["img defects"].data)

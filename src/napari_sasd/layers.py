@@ -160,11 +160,14 @@ def defects_layer_data(
     source_path: str | None = None,
     run_id: str | None = None,
     threshold: float | None = None,
+    threshold_relative: float | None = None,
 ) -> tuple:
     """Points layer-data tuple of the defects, coloured by motif.
 
     Point positions are in pixels of the analysed region; ``scale`` and
     ``translate`` (from :func:`region_geometry`) place them in the world.
+    ``threshold`` (image units) and ``threshold_relative`` (fraction of the
+    strongest copy) are recorded in the metadata.
     """
     n = len(defects)
     pos = np.asarray(defects.positions, float).reshape(n, 2)
@@ -178,6 +181,7 @@ def defects_layer_data(
         source_path=source_path,
         run_id=run_id,
         threshold=threshold,
+        threshold_relative=threshold_relative,
         counts=defects.counts(result.n_motifs).tolist(),
     )
     kwargs = {
@@ -208,6 +212,7 @@ def result_layer_data(
     with_reconstruction: bool = False,
     run_id: str | None = None,
     threshold: float | None = None,
+    threshold_relative: float | None = None,
 ) -> list[tuple]:
     """All result layers of a solve, as napari layer-data tuples.
 
@@ -233,8 +238,9 @@ def result_layer_data(
         Also return reconstruction and residual layers.
     run_id : str, optional
         Run identifier stored in the metadata; a new one if not given.
-    threshold : float, optional
-        Detection threshold used for ``defects`` (stored in the metadata).
+    threshold, threshold_relative : float, optional
+        Detection threshold used for ``defects``, in image units and as a
+        fraction of the strongest copy (stored in the metadata).
 
     Returns
     -------

@@ -649,7 +649,7 @@ class SasdWidget(QWidget):
             analysed=ctx.image,
             with_reconstruction=bool(self._recon.value),
             run_id=ctx.run_id,
-            threshold=float(self._threshold.value),
+            **self._thresholds(),
         )
         if self._keep.value:
             replace = []
@@ -705,6 +705,12 @@ class SasdWidget(QWidget):
         defects = defects or self.current_defects()
         self.gallery.set_motifs(self.result.kernels, defects.counts(self.result.n_motifs))
 
+    def _thresholds(self) -> dict[str, float]:
+        # The slider is relative; the bundle and the metadata also want image units.
+        rel = float(self._threshold.value)
+        top = float(self.result.activations.max(initial=0.0)) if self.result is not None else 0
+        return {"threshold": rel * top, "threshold_relative": rel}
+
     def _on_threshold(self, *_: Any) -> None:
         if self.result is None or self.context is None:
             return
@@ -723,7 +729,7 @@ class SasdWidget(QWidget):
             source=self._points.metadata[META_KEY]["source"],
             source_path=self._points.metadata[META_KEY]["source_path"],
             run_id=ctx.run_id,
-            threshold=float(self._threshold.value),
+            **self._thresholds(),
         )
         update_points(self._points, data, kwargs)
 
@@ -742,8 +748,22 @@ class SasdWidget(QWidget):
         try:
             from .bundle import save_bundle
 
-            layers = result_layers(self.viewer, self.context.source.name, self.context.run_id)
-            out = save_bundle(path, layers)
+            layer, ctx = self.context.source, self.context
+            cube = self.result.kernels.ndim == 4
+            nd = 3 if cube else 2
+            out = save_bundle(
+                path,
+                self.result,
+                defects=self.current_defects(),
+                source=layer.name,
+                source_path=getattr(layer.source, "path", None),
+                region=ctx.region,
+                scale=tuple(float(v) for v in layer.scale[-nd:]),
+                translate=tuple(float(v) for v in layer.translate[-nd:]),
+                colors=[motif_color(n) for n in range(self.result.n_motifs)],
+                threshold=self._thresholds()["threshold"],
+                extra={"threshold_relative": self._thresholds()["threshold_relative"]},
+            )
         except Exception as exc:
             show_error(f"napari-sasd: could not save the bundle: {exc}")
             return None
