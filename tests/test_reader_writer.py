@@ -1,0 +1,196 @@
+"""npe2 reader and bundle writer, and napari's built-in writers for single layers.
+
+Layers are built with ``napari.layers.Layer.create`` (no viewer, no display).
+"""
+
+import csv
+
+import numpy as np
+import pytest
+from test_bundle import truth_result
+from test_nanonis import FESE, needs_fese, write_3ds, write_sxm
+
+from napari_sasd.bundle import load_bundle, save_bundle
+from napari_sasd.peaks import find_defects
+from napari_sasd.reader import get_reader
+from napari_sasd.writer import write_bundle
+
+napari = pytest.importorskip("napari")
+from napari.layers import Layer  # noqa: E402
+
+
+def _layers(tuples):
+    return [Layer.create(d, m, t) for d, m, t in tuples]
+
+
+def test_get_reader_claims_only_ours(tmp_path):
+    (tmp_path / "a.tif").write_bytes(b"")
+    (tmp_path / "folder").mkdir()
+    assert get_reader(str(tmp_path / "a.tif")) is None
+    assert get_reader(str(tmp_path / "folder")) is None
+    assert get_reader([]) is None
+    assert get_reader([str(tmp_path / "x.sxm"), str(tmp_path / "a.tif")]) is None
+    assert callable(get_reader(str(tmp_path / "x.sxm")))
+    assert callable(get_reader(str(tmp_path / "x.3ds")))
+
+
+@needs_fese
+def test_read_real_sxm_layers():
+    tuples = get_reader(str(FESE))(str(FESE))
+    assert [m["name"] for _, m, _ in tuples][:2] == ["Z (fwd)", "Z (bwd)"]
+    assert len(tuples) == 8 and all(t == "image" for _, _, t in tuples)
+    layers = _layers(tuples)
+    z = layers[0]
+    assert z.data.shape == (224, 224)
+    np.testing.assert_allclose(z.scale, (20 / 224, 20 / 224))
+    assert z.metadata["units"] == "m" and z.metadata["header"]["SCAN_DIR"] == "down"
+    assert [ly.visible for ly in layers] == [True] + [False] * 7
+    assert str(z.units[0]) in ("nanometer", "nm")
+
+
+def test_read_generated_sxm_and_3ds(tmp_path):
+    f = np.arange(24, dtype=np.float32).reshape(4, 6)
+    write_sxm(tmp_path / "s.sxm", {"Z": (f, f), "Current": (f, f)}, direction="up")
+    write_3ds(tmp_path / "g.3ds", {"LI Demod 1 X (A)": np.ones((9, 5, 7), np.float32)})
+    tuples = get_reader([str(tmp_path / "s.sxm"), str(tmp_path / "g.3ds")])(
+        [str(tmp_path / "s.sxm"), str(tmp_path / "g.3ds")]
+    )
+    names = [m["name"] for _, m, _ in tuples]
+    assert names == ["Z (fwd)", "Z (bwd)", "Current (fwd)", "Current (bwd)", "LI Demod 1 X (A)"]
+    np.testing.assert_array_equal(tuples[0][0], f)
+    cube = _layers(tuples)[-1]
+    assert cube.data.shape == (9, 5, 7) and cube.metadata["sweep_signal"] == "Bias (V)"
+    np.testing.assert_allclose(cube.scale, (1.0, 20 / 5, 30 / 7))
+
+
+def test_corrupt_file_gives_one_line_error(tmp_path):
+    p = tmp_path / "bad.sxm"
+    p.write_bytes(b":NANONIS_VERSION:\n2\n")
+    reader = get_reader(str(p))
+    with pytest.raises(ValueError) as e:
+        reader(str(p))
+    assert str(e.value).startswith(f"{p}: ") and "\n" not in str(e.value)
+
+
+def _saved_bundle(tmp_path, **kw):
+    res = truth_result()
+    defects = find_defects(res.activations)
+    path = save_bundle(
+        tmp_path / "run",
+        res,
+        defects=defects,
+        source="Z (fwd)",
+        source_path="/data/scan.sxm",
+        region=(10, 20, 74, 100),
+        scale=(0.5, 0.25),
+        translate=(100.0, -3.0),
+        threshold=0.2,
+        **kw,
+    )
+    return res, defects, path
+
+
+def test_bundle_reads_as_the_widgets_layers(tmp_path):
+    from napari_sasd.layers import result_layer_data
+
+    res, defects, path = _saved_bundle(tmp_path)
+    tuples = get_reader(str(path))(str(path))
+    expect = result_layer_data(
+        res, defects, source="Z (fwd)", region=(10, 20, 74, 100), scale=(0.5, 0.25),
+        translate=(100.0, -3.0),
+    )  # fmt: skip
+    assert [(m["name"], t) for _, m, t in tuples] == [(m["name"], t) for _, m, t in expect]
+    layers = _layers(tuples)
+    acts = [ly for ly in layers if ly.metadata["napari_sasd"]["role"] == "activation"]
+    assert len(acts) == 2 and all(ly.blending == "additive" for ly in acts)
+    assert acts[0].colormap.colors[-1].tolist() != acts[1].colormap.colors[-1].tolist()
+    for ly in acts:
+        np.testing.assert_allclose(ly.scale, (0.5, 0.25))
+        np.testing.assert_allclose(ly.translate, (100 + 0.5 * 10, -3 + 0.25 * 20))
+    pts = layers[-1]
+    assert pts.name == "Z (fwd) defects" and len(pts.data) == len(defects)
+    np.testing.assert_array_equal(pts.features["motif"], defects.motif)
+    np.testing.assert_array_equal(pts.features["amplitude"], defects.amplitude)
+    np.testing.assert_array_equal(pts.data, defects.positions)
+    meta = pts.metadata["napari_sasd"]
+    assert meta["params"] == res.params and meta["region"] == [10, 20, 74, 100]
+
+
+def test_custom_colours_come_back(tmp_path):
+    _, _, path = _saved_bundle(tmp_path, colors=["#ff0000", "#0000ff"])
+    layers = _layers(get_reader(str(path))(str(path)))
+    acts = [ly for ly in layers if ly.metadata["napari_sasd"]["role"] == "activation"]
+    np.testing.assert_allclose(acts[0].colormap.colors[-1], [1, 0, 0, 1])
+    np.testing.assert_allclose(acts[1].colormap.colors[-1], [0, 0, 1, 1])
+    m = layers[-1].features["motif"].to_numpy()
+    np.testing.assert_allclose(layers[-1].face_color[m == 1], [[0, 0, 1, 1]] * (m == 1).sum())
+
+
+def test_write_bundle_from_layers_round_trip(tmp_path):
+    _, _, path = _saved_bundle(tmp_path, colors=["#ff0000", "#0000ff"])
+    layers = _layers(get_reader(str(path))(str(path)))
+    # what napari hands an npe2 writer: the layers' data tuples
+    written = write_bundle(str(tmp_path / "again"), [ly.as_layer_data_tuple() for ly in layers])
+    assert written == [str(tmp_path / "again.sasd")]
+    a, b = load_bundle(path), load_bundle(written[0])
+    np.testing.assert_allclose(b.kernels, a.kernels, rtol=1e-6)  # layers hold float32
+    np.testing.assert_array_equal(b.activations, a.activations)
+    np.testing.assert_array_equal(b.defects.positions, a.defects.positions)
+    np.testing.assert_array_equal(b.defects.motif, a.defects.motif)
+    np.testing.assert_array_equal(b.defects.amplitude, a.defects.amplitude)
+    for k in ("params", "lam", "seed", "region", "source", "source_path", "scale", "translate",
+              "bias", "explained", "colors", "threshold", "version"):  # fmt: skip
+        assert b.record[k] == a.record[k], k
+    assert (tmp_path / "again.sasd" / "defects.csv").read_text() == (
+        path / "defects.csv"
+    ).read_text()
+
+
+def test_write_bundle_from_widget_layers_without_record_geometry(tmp_path):
+    """Layers straight from the widget carry no source scale: derived from geometry."""
+    from napari_sasd.layers import result_layer_data
+
+    res = truth_result()
+    defects = find_defects(res.activations)
+    tuples = result_layer_data(
+        res, defects, source="img", region=(4, 6, 68, 86), scale=(2.0, 3.0), translate=(1.0, 1.0)
+    )
+    out = write_bundle(
+        str(tmp_path / "w.sasd"), [ly.as_layer_data_tuple() for ly in _layers(tuples)]
+    )
+    b = load_bundle(out[0])
+    assert b.record["scale"] == [2.0, 3.0] and b.record["translate"] == [1.0, 1.0]
+    assert b.record["region"] == [4, 6, 68, 86] and b.record["source"] == "img"
+    with open(tmp_path / "w.sasd" / "defects.csv", newline="") as f:
+        row = next(csv.DictReader(f))
+    r, c = float(row["row"]), float(row["col"])
+    assert float(row["y"]) == pytest.approx(1 + 2 * r) and float(row["x"]) == pytest.approx(
+        1 + 3 * c
+    )
+
+
+def test_write_bundle_refuses_other_layers(tmp_path):
+    with pytest.raises(ValueError, match="select the result layers") as e:
+        write_bundle(str(tmp_path / "x"), [(np.zeros((4, 4)), {"name": "img"}, "image")])
+    assert "\n" not in str(e.value)
+
+
+def test_napari_builtin_writers_cover_single_layers(tmp_path):
+    """napari's own writers save a motif stack as TIFF and the defects as CSV with
+    'motif' and 'amplitude' columns: no extra writer needed for those."""
+    import tifffile
+    from napari.plugins import _initialize_plugins
+
+    _initialize_plugins()
+    res = truth_result()
+    d = find_defects(res.activations)
+    pts = Layer.create(d.positions, {"features": {"motif": d.motif, "amplitude": d.amplitude}},
+                       "points")  # fmt: skip
+    assert pts.save(str(tmp_path / "p.csv"), plugin="napari") == [str(tmp_path / "p.csv")]
+    with open(tmp_path / "p.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {"motif", "amplitude"} <= set(rows[0])
+    np.testing.assert_array_equal([int(float(r["motif"])) for r in rows], d.motif)
+    img = Layer.create(np.asarray(res.kernels, np.float32), {"name": "motifs"}, "image")
+    img.save(str(tmp_path / "k.tif"), plugin="napari")
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "k.tif"), res.kernels.astype("f4"))
