@@ -196,6 +196,8 @@ class SolveRunner:
             n = round(snap.fraction * _PROGRESS_STEPS)
             if n > pbar.n:
                 pbar.update(n - pbar.n)
+        if self._state != "running":  # the update let the run finish meanwhile
+            return
         if self.on_progress is not None:
             self.on_progress(snap)
 
