@@ -175,3 +175,25 @@ def test_progress_bar_draws_on_one_line():
     assert s.getvalue().count("\r") == 1
     bar.close()
     assert s.getvalue().endswith("\r") and "\n" not in s.getvalue()
+
+
+def test_nanonis_inputs_and_channel_choice(tmp_path, capsys):
+    from test_nanonis import write_3ds, write_sxm
+
+    d = make_synthetic((48, 48), 8, 1, n_channels=3, noise=0.01, seed=2).image.astype("f4")
+    write_sxm(tmp_path / "s.sxm", {"Z": (d[0], d[0]), "Current": (d[1], d[1])}, nx=48, ny=48)
+    write_3ds(tmp_path / "g.3ds", {"Current (A)": d, "LI Demod 1 X (A)": d})
+    out = tmp_path / "o"
+    fast = ["-k", "8", "-n", "1", "--max-iter", "20", "--progress", "never", "--out", str(out)]
+    assert main(["solve", str(tmp_path / "s.sxm"), str(tmp_path / "g.3ds"), *fast]) == 0
+    s, g = load_bundle(out / "s.sasd").record, load_bundle(out / "g.sasd").record
+    assert s["channel"] == "Z (fwd)" and s["flatten"] == "both" and s["units"] == "m"
+    assert s["scale"] == pytest.approx([10 / 48, 20 / 48])  # nm/px: SCAN_RANGE is x, y
+    assert g["channel"] == "LI Demod 1 X (A)"  # the lock-in channel by default
+    assert load_bundle(out / "g.sasd").kernels.shape == (1, 3, 8, 8)
+    capsys.readouterr()
+    assert main(["solve", str(tmp_path / "s.sxm"), "--channel", "Current (bwd)", *fast]) == 0
+    assert load_bundle(out / "s.sasd").record["channel"] == "Current (bwd)"
+    assert main(["solve", str(tmp_path / "s.sxm"), "--channel", "nope", *fast]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"{tmp_path / 's.sxm'}: no channel 'nope'; available: Z (fwd)")
