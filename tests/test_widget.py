@@ -313,3 +313,18 @@ def test_save_bundle_button(viewer_widget, run_and_wait, small_image, tmp_path):
     b = load_bundle(out)
     np.testing.assert_allclose(b.kernels, widget.result.kernels, atol=1e-6)
     assert len(b.defects) == len(viewer.layers["img defects"].data)
+
+
+def test_field_of_view_region(viewer_widget, small_image):
+    viewer, widget = viewer_widget
+    img = viewer.add_image(small_image.image, name="img", scale=(2.0, 2.0), translate=(4.0, 0.0))
+    _setup(widget, region="view")
+    h, w = widget._canvas_size()
+    viewer.camera.center = img.data_to_world((64, 64))
+    viewer.camera.zoom = max(h, w) / 2 / 40.0  # about 40 world units = 20 px visible
+    y0, x0, y1, x1 = widget.region_for(img)
+    # Centred on pixel (64, 64), much smaller than the image.
+    assert abs((y0 + y1) / 2 - 64) <= 1 and abs((x0 + x1) / 2 - 64) <= 1
+    assert 4 <= y1 - y0 < 64 and 4 <= x1 - x0 < 64
+    viewer.reset_view()
+    assert widget.region_for(img) == (0, 0, 128, 128)
