@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Generator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,13 @@ from .validation import Problem, prepare
 AUTO_LAM_FRACTION = 0.1
 AUTO_LAM_NOISE = 2.5
 #: Two motifs this similar (shift-invariant) count as collapsed onto one shape.
-COLLAPSE_SIMILARITY = 0.9
+COLLAPSE_SIMILARITY = 0.85
+#: Default iterations: per early continuation stage, last lifted stage, polish
+#: on the k x k support, amplitude refit (debias).
+STAGE_ITERS = (8, 60, 30, 20)
+#: Motifs are discovered on a crop of at most this many pixels per side.
+DISCOVERY_SIZE = 256
+NEWTON = False
 
 
 def solve(
@@ -194,6 +201,7 @@ class _Solver:
         )
         self.k = prob.kernel_size
         self.iteration = 0
+        self.fixed_motifs = False
 
     # ------------------------------------------------------------------ setup
     def _lift(self) -> tuple[int, int]:
@@ -252,7 +260,8 @@ class _Solver:
 
     def _residual(self, A: np.ndarray, X: np.ndarray) -> np.ndarray:
         r = self.op.image(self.op.combine(A, X))
-        r += self.b[:, None, None] - self.y
+        r += self.b.astype(np.float32)[:, None, None]
+        r -= self.y
         if self.omega is not None:
             r *= self.omega
         return r
@@ -273,11 +282,12 @@ class _Solver:
         beta = (self.t - 1) / t_new
         # Activations: FISTA step from the extrapolated point. The FFT is
         # linear, so the extrapolated spectrum costs no transform.
-        xe = self.x + beta * (self.x - self.x_prev)
-        Xe = self.X + beta * (self.X - self.X_prev)
+        beta32 = np.float32(beta)
+        xe = self.x + beta32 * (self.x - self.x_prev)
+        Xe = self.X + beta32 * (self.X - self.X_prev)
         R = op.fft_residual(self._residual(self.A, Xe))
         Lx = float(np.max(np.sum(np.abs(self.A) ** 2, axis=(0, 1)))) + 1e-12
-        x_new = self._prox(xe - op.grad_x(self.A, R) / Lx, lam / Lx).astype(np.float32)
+        x_new = self._prox(xe - op.grad_x(self.A, R) * np.float32(1 / Lx), np.float32(lam / Lx))
         # Gradient-based adaptive restart (O'Donoghue & Candes) keeps momentum
         # from overshooting in this non-convex landscape.
         if np.vdot(xe - x_new, x_new - self.x) > 0:
@@ -285,11 +295,18 @@ class _Solver:
         dx = float(np.linalg.norm(x_new - self.x)) / (float(np.linalg.norm(x_new)) + 1e-12)
         self.x_prev, self.x = self.x, x_new
         self.X_prev, self.X = self.X, op.fft_x(x_new)
+        if self.fixed_motifs:
+            self.t = t_new
+            r = self._residual(self.A, self.X)
+            obj = 0.5 * float(np.vdot(r, r)) + lam * float(np.abs(self.x).sum())
+            return obj, dx
         # Motifs: momentum on the sphere, Riemannian gradient, retraction.
-        ae = self.a + beta * (self.a - self.a_prev)
-        nrm = np.sqrt(np.sum(ae.astype(np.float64) ** 2, axis=(1, 2, 3)))[:, None, None, None]
-        ae = (ae / nrm).astype(np.float32)
-        Ae = (self.A + beta * (self.A - self.A_prev)) / nrm
+        ae = self.a + beta32 * (self.a - self.a_prev)
+        # float32 norms: a float64 here would promote every spectrum to complex128.
+        nrm = np.sqrt(np.sum(ae**2, axis=(1, 2, 3), dtype=np.float64)).astype(np.float32)
+        nrm = nrm[:, None, None, None]
+        ae = ae / nrm
+        Ae = (self.A + beta32 * (self.A - self.A_prev)) / nrm
         r = self._residual(Ae, self.X)
         # Background: closed form (mean residual on the observed pixels).
         db = r.sum(axis=(1, 2), dtype=np.float64) / self.n_obs
@@ -298,23 +315,41 @@ class _Solver:
             r.dtype
         )
         ga = op.grad_kernel(self.X, op.fft_residual(r))
-        rg = ga - np.sum(ga * ae, axis=(1, 2, 3), keepdims=True) * ae
+        # Search direction: a few CG steps on the motif sub-problem's Newton
+        # system (its Hessian is the small Gram of the activation maps), then
+        # the tangent part. Plain gradient descent crawls here: the Hessian's
+        # spectrum spans (sum x)^2 at DC down to sum x^2 elsewhere.
+        d = self._newton(ga) if NEWTON else ga
+        rg = d - np.sum(d * ae, axis=(1, 2, 3), keepdims=True) * ae
         # Exact line search along the Riemannian gradient, in the ambient
         # space: f(a - s rg) is quadratic in s. A Lipschitz step would be
         # set by the DC frequency (|X(0)|^2 = (sum x)^2 for x >= 0), hundreds
         # of times stiffer than the other directions, and crawl.
         RG = op.fft_kernel(rg)
-        G = op.image(op.combine(RG, self.X))
+        N = len(rg)
+        if N == 1:
+            G = op.image(op.combine(RG, self.X))[None]
+        else:
+            # One image per motif: each gets its own step (below).
+            G = op.image(RG * self.X[:, None])
         if self.omega is not None:
             G *= self.omega
-        gg = float(np.vdot(G, G))
-        step = float(np.vdot(rg, rg)) / gg if gg > 0 else 0.0
+        # f(ae - sum_n s_n rg_n) is quadratic in s: minimise it exactly over
+        # the N step sizes (an N x N system; motifs with strong activation
+        # maps need far shorter steps than weak ones).
+        Gf = G.reshape(N, -1).astype(np.float64)
+        M = Gf @ Gf.T
+        v = Gf @ r.ravel().astype(np.float64)
+        try:
+            step = np.linalg.solve(M + 1e-9 * np.trace(M) * np.eye(N), v)
+        except np.linalg.LinAlgError:
+            step = np.zeros(N)
         # Keep each move on the sphere modest (at most ~0.3 rad per motif).
-        rgn = float(np.sqrt(np.max(np.sum(rg.astype(np.float64) ** 2, axis=(1, 2, 3)))))
-        step = min(step, 0.3 / (rgn + 1e-12))
+        rgn = np.sqrt(np.sum(rg.astype(np.float64) ** 2, axis=(1, 2, 3)))
+        step = np.clip(step, 0, 0.3 / (rgn + 1e-12)).astype(np.float32)[:, None, None, None]
         a_raw = ae - step * rg
-        nrm2 = np.sqrt(np.sum(a_raw.astype(np.float64) ** 2, axis=(1, 2, 3)))
-        a_new = (a_raw / nrm2[:, None, None, None]).astype(np.float32)
+        nrm2 = np.sqrt(np.sum(a_raw**2, axis=(1, 2, 3), dtype=np.float64)).astype(np.float32)
+        a_new = a_raw / nrm2[:, None, None, None]
         da = float(np.linalg.norm(a_new - self.a))
         self.a_prev, self.a = self.a, a_new
         # Linearity again: the new motifs' spectrum without a transform.
@@ -322,6 +357,41 @@ class _Solver:
         self.t = t_new
         obj = 0.5 * float(np.vdot(r, r)) + lam * float(np.abs(self.x).sum())
         return obj, max(dx, da / math.sqrt(self.p.n_motifs))
+
+    def _newton(self, g: np.ndarray, n_cg: int = 8) -> np.ndarray:
+        """Approximately solve ``H d = g`` by conjugate gradients, with ``H``
+        the activation maps' Gram (small convolutions of kernel size)."""
+        R = self.op.gram_lags(self.X).astype(np.float64)  # (N, N, 2Kh-1, 2Kw-1)
+        N = R.shape[0]
+        Kh, Kw = g.shape[-2:]
+        S = (2 * Kh - 1 + Kh - 1, 2 * Kw - 1 + Kw - 1)
+        Rh = np.fft.rfft2(R, S)
+        ridge = 1e-4 * float(np.mean([R[n, n, Kh - 1, Kw - 1] for n in range(N)])) + 1e-12
+
+        def hess(v: np.ndarray) -> np.ndarray:
+            V = np.fft.rfft2(v, S)  # (N, C, ...)
+            out = np.fft.irfft2(np.einsum("nmij,mcij->ncij", Rh, V), S)
+            return out[..., Kh - 1 : 2 * Kh - 1, Kw - 1 : 2 * Kw - 1] + ridge * v
+
+        b = g.astype(np.float64)
+        d = np.zeros_like(b)
+        res = b.copy()
+        pdir = res.copy()
+        rr = float(np.vdot(res, res))
+        rr0 = rr
+        if rr0 == 0:
+            return d.astype(np.float32)
+        for _ in range(n_cg):
+            Hp = hess(pdir)
+            alpha = rr / (float(np.vdot(pdir, Hp)) + 1e-30)
+            d += alpha * pdir
+            res -= alpha * Hp
+            rr_new = float(np.vdot(res, res))
+            if rr_new < 1e-6 * rr0:
+                break
+            pdir = res + (rr_new / rr) * pdir
+            rr = rr_new
+        return d.astype(np.float32)
 
     def _stage(
         self, s: int, lam: float, n_iter: int, tol: float
@@ -409,6 +479,118 @@ class _Solver:
         return z if self.omega is None else z * self.omega
 
     # --------------------------------------------------------------- driver
+    def _lam_max(self, K: tuple[int, int], wins: list[np.ndarray]) -> float:
+        """Smallest lambda at which x = 0 is optimal for the motifs ``wins``;
+        leaves the operator set up with those motifs and x = 0."""
+        H, W = self.y.shape[1:]
+        a0 = self._embed(wins, K)
+        self._setup_op(K, a0, np.zeros((len(wins), H + K[0] - 1, W + K[1] - 1), np.float32))
+        corr = -self.op.grad_x(self.A, self.op.fft_residual(self._residual(self.A, self.X)))
+        return max(float(corr.max() if self.positive else np.abs(corr).max()), 1e-6)
+
+    def _schedule(self, lam0: float, lam: float) -> list[float]:
+        if lam >= lam0:
+            return [lam]
+        n = max(0, math.ceil(math.log(lam / lam0) / math.log(self.shrink)))
+        return [lam0 * self.shrink**s for s in range(n)] + [lam]
+
+    def _continuation(
+        self, lams: list[float], early: int, final: int, uncollapse: bool
+    ) -> Generator[SolveProgress, None, bool]:
+        """Stages of decreasing lambda on the lifted support, re-centring after each."""
+        conv = False
+        for s, lam_s in enumerate(lams):
+            last = s == len(lams) - 1
+            conv = yield from self._stage(
+                self.stage0 + s, lam_s, final if last else early, self.tol if last else 1e-3
+            )
+            self._recentre()
+            if uncollapse and s < len(lams) - 2:
+                self._uncollapse()
+        self.stage0 += len(lams)
+        return conv
+
+    def _centre_kernels(self) -> np.ndarray:
+        """Current lifted motifs cropped to ``k x k`` around their centre, ``(N, C, kh, kw)``."""
+        kh, kw = self.k
+        K = self.a.shape[-2:]
+        oh, ow = (K[0] - kh) // 2, (K[1] - kw) // 2
+        return self.a[..., oh : oh + kh, ow : ow + kw].astype(np.float64)
+
+    def _discover_one(
+        self, avoid: list[np.ndarray], lam: float, early: int, final: int
+    ) -> Generator[SolveProgress, None, tuple[np.ndarray, np.ndarray]]:
+        """Single-motif continuation from the data window least like ``avoid``.
+        Returns the ``k x k`` motif and its model image (for deflation)."""
+        K = self._lift()
+        self.b = np.zeros(self.p.n_channels, np.float64)
+        self.support = None
+        (w,) = self._windows(self.y, 1, avoid)
+        lam_max = self._lam_max(K, [w])
+        yield from self._continuation(self._schedule(0.8 * lam_max, lam), early, final, False)
+        model = self.op.image(self.op.combine(self.A, self.X))
+        if self.omega is not None:
+            model *= self.omega
+        return self._centre_kernels()[0], model
+
+    def _discover(
+        self, lam: float, early: int, final: int
+    ) -> Generator[SolveProgress, None, list[np.ndarray]]:
+        """Find the motifs one at a time by deflation, on a crop of the image.
+
+        Solving all motifs jointly from data windows lets several of them
+        settle on the same shape (windows mix copies of different motifs).
+        One motif at a time is the well-understood single-motif landscape;
+        each next one starts from what the previous ones leave unexplained.
+        A crop of ``DISCOVERY_SIZE`` pixels holds hundreds of copies, plenty to
+        learn a motif, at a fraction of the cost of the whole image.
+        """
+        p = self.p
+        H, W = p.y.shape[1:]
+        ch, cw = min(H, DISCOVERY_SIZE), min(W, DISCOVERY_SIZE)
+        i0 = j0 = 0
+        if (ch, cw) != (H, W):
+            # The crop with the most signal energy: most copies to learn from.
+            e = ndimage.uniform_filter((self.y**2).sum(0), size=(ch, cw), mode="constant")
+            ci, cj = np.unravel_index(int(np.argmax(e)), e.shape)
+            i0 = int(np.clip(ci - ch // 2, 0, H - ch))
+            j0 = int(np.clip(cj - cw // 2, 0, W - cw))
+        resid = self.y[:, i0 : i0 + ch, j0 : j0 + cw].copy()
+        om = None if self.omega is None else self.omega[:, i0 : i0 + ch, j0 : j0 + cw]
+        found: list[np.ndarray] = []
+        for n in range(p.n_motifs):
+            sub_p = Problem(
+                y=resid, omega=om, offset=np.zeros(p.n_channels), scale=1.0,
+                kernel_size=self.k, n_motifs=1, lam=lam, channel_axis=p.channel_axis,
+                image_shape=resid.shape, init_kernels=None,
+            )  # fmt: skip
+            sub = _Solver(sub_p, self.positive, 0, None, self.tol, self.shrink, self.workers)
+            sub.n_stages, sub.total, sub.stage0 = self.n_stages, self.total, self.stage0
+            sub.iteration = self.iteration
+            gen = sub._discover_one(found, lam, early, final)
+            while True:
+                try:
+                    prog = next(gen)
+                except StopIteration as stop:
+                    kern, model = stop.value
+                    break
+                self.iteration = prog.iteration
+                yield replace(prog, kernels=self._preview(found, prog.kernels))
+            self.stage0 = sub.stage0
+            found.append(kern)
+            resid = (resid - model).astype(np.float32)
+        return found
+
+    def _preview(self, found: list[np.ndarray], current: np.ndarray) -> np.ndarray:
+        """All motifs for a progress snapshot: found ones, the current one, zeros."""
+        kh, kw = self.k
+        out = np.zeros((self.p.n_motifs, self.p.n_channels, kh, kw))
+        for i, f in enumerate(found):
+            out[i] = f / (np.linalg.norm(f) + 1e-12)
+        cur = current if current.ndim == 4 else current[:, None]
+        out[len(found)] = cur[0]
+        return out[:, 0] if self.p.channel_axis is None else out
+
     def run(self, params: dict[str, Any]) -> Generator[SolveProgress, None, SolveResult]:
         p = self.p
         N, C = p.n_motifs, p.n_channels
@@ -417,43 +599,43 @@ class _Solver:
         K = self._lift()
         self.b = np.zeros(C, np.float64)
         self.support = None
-        if p.init_kernels is not None:
-            wins = list(p.init_kernels)
-        else:
-            wins = self._windows(self.y, N, [])
-        a0 = self._embed(wins, K)
-        self._setup_op(K, a0, np.zeros((N, H + K[0] - 1, W + K[1] - 1), np.float32))
-        # lam_max: the smallest lambda at which x = 0 is optimal for a0.
-        corr = -self.op.grad_x(self.A, self.op.fft_residual(self._residual(self.A, self.X)))
-        lam_max = float(corr.max() if self.positive else np.abs(corr).max())
-        lam_max = max(lam_max, 1e-6)
+        self.stage0 = 0
+        warm = p.init_kernels is not None
+        first = [p.init_kernels[0]] if warm else self._windows(self.y, 1, [])
+        lam_max = self._lam_max(K, first)
         if p.lam is None:
             noise = noise_sigma(p.y, p.omega)
             lam = max(AUTO_LAM_FRACTION * lam_max, AUTO_LAM_NOISE * noise)
         else:
             lam = p.lam
-        lam0 = 0.8 * lam_max
-        if p.init_kernels is not None:
-            lam0 = min(lam0, lam / self.shrink**2)
-        n_cont = (
-            max(0, math.ceil(math.log(lam / lam0) / math.log(self.shrink))) if lam < lam0 else 0
-        )
-        lams = [lam0 * self.shrink**s for s in range(n_cont)] + [lam]
-        self.n_stages = len(lams) + 1
-        # Iteration budget: short early stages, a longer last lifted stage,
-        # then the polish on the k x k support.
-        early, final, polish = 15, 120, 60
+        full = self._schedule(0.8 * lam_max, lam)
+        discover = not warm and (N > 1 or max(H, W) > DISCOVERY_SIZE)
+        joint = self._schedule(lam / self.shrink**2, lam) if (warm or discover) else full
+        # Iteration budget: short early stages, a longer stage at the target
+        # lambda, then the polish on the k x k support.
+        early, final, polish, debias = STAGE_ITERS
+        disc_final = final // 2
+        n_disc = N if discover else 0
+        total = n_disc * (early * (len(full) - 1) + disc_final)
+        total += early * (len(joint) - 1) + final + polish + debias
         if self.max_iter is not None:
-            f = self.max_iter / (early * (len(lams) - 1) + final + polish)
-            early, final = max(2, int(early * f)), max(3, int(final * f))
-            polish = max(2, self.max_iter - early * (len(lams) - 1) - final)
-        self.total = early * (len(lams) - 1) + final + polish
-        for s, lam_s in enumerate(lams):
-            last = s == len(lams) - 1
-            yield from self._stage(s, lam_s, final if last else early, self.tol if last else 1e-3)
-            self._recentre()
-            if s < len(lams) - 2:
-                self._uncollapse()
+            f = self.max_iter / total
+            early, final, disc_final = (max(2, int(v * f)) for v in (early, final, disc_final))
+            polish, debias = max(2, int(polish * f)), int(debias * f)
+            total = n_disc * (early * (len(full) - 1) + disc_final)
+            total += early * (len(joint) - 1) + final + polish + debias
+        self.total = total
+        self.n_stages = n_disc * len(full) + len(joint) + 1 + (debias > 0)
+        if discover:
+            wins = yield from self._discover(lam, early, disc_final)
+        elif warm:
+            wins = list(p.init_kernels)
+        else:
+            wins = first
+        # Joint refinement of all motifs on the whole image.
+        self.b = np.zeros(C, np.float64)
+        self._lam_max(K, wins)
+        yield from self._continuation(joint, early, final, N > 1)
         # Crop to k x k; activations become copies centred inside the image.
         oh, ow = (K[0] - kh) // 2, (K[1] - kw) // 2
         a = self.a[..., oh : oh + kh, ow : ow + kw]
@@ -464,7 +646,16 @@ class _Solver:
         self.support[:, kh // 2 : kh // 2 + H, kw // 2 : kw // 2 + W] = 1
         x = (x * nrm[:, None, None] * self.support).astype(np.float32)
         self._setup_op((kh, kw), (a / nrm[:, None, None, None]).astype(np.float32), x)
-        converged = yield from self._stage(len(lams), lam, polish, self.tol)
+        converged = yield from self._stage(self.stage0, lam, polish, self.tol)
+        if debias:
+            # Refit the amplitudes on the found support without the l1 term:
+            # lambda shrinks every copy by about lambda, which would make weak
+            # but real copies fall under the peak threshold and bias heights.
+            self.support = self.support * (self.x != 0)
+            self.fixed_motifs = True
+            yield from self._stage(self.stage0 + 1, 0.0, debias, self.tol)
+            self.fixed_motifs = False
+        self.total = self.iteration
         return self._result(lam, converged, params)
 
     def _result(self, lam: float, converged: bool, params: dict[str, Any]) -> SolveResult:
