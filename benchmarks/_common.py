@@ -1,0 +1,249 @@
+"""Shared helpers of the benchmark scripts: problems, runners, scores, tables.
+
+Every problem is ``make_synthetic(shape, k, n, copies_per_area=1.5, noise=noise,
+seed=seed)``. Runs can go to a fresh subprocess each (``spawn``) so that the
+peak resident memory (``ru_maxrss``) of one solve is measured on its own.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import resource
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from napari_sasd import iter_solve, solve
+from napari_sasd.metrics import match_motifs, precision_recall
+from napari_sasd.peaks import find_defects
+from napari_sasd.synthetic import make_synthetic
+
+try:  # optional peer
+    from sporco.dictlrn import cbpdndl
+
+    HAVE_SPORCO = True
+except ImportError:  # pragma: no cover - depends on the environment
+    cbpdndl = None
+    HAVE_SPORCO = False
+
+SPORCO_MISSING = (
+    "SPORCO is not installed: SPORCO columns are skipped "
+    "(pip install sporco, or pip install -e .[bench])."
+)
+
+
+def git_commit() -> str:
+    """Short hash of the checked-out commit (and '+dirty' if src/ has changes)."""
+    try:
+        h = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"], capture_output=True, text=True
+        ).stdout.strip()
+        return h + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def problem(size: int, n: int, k: int = 12, noise: float = 0.05, seed: int = 0):
+    """The benchmark problem: a ``size x size`` synthetic image with ``n`` motifs."""
+    return make_synthetic((size, size), k, n, copies_per_area=1.5, noise=noise, seed=seed)
+
+
+# ------------------------------------------------------------------ scores
+def score(
+    kernels: np.ndarray, acts: np.ndarray, data: Any, shift: tuple[int, int] = (0, 0)
+) -> dict[str, Any]:
+    """Per-motif similarity (Hungarian matched) and pooled peak precision/recall.
+
+    ``acts`` are ``(N, H, W)`` maps; peaks found in them are moved by ``shift``
+    (modulo the image size, for cyclic maps) before matching within 2 px.
+    """
+    sims, assign = match_motifs(kernels, data.kernels)
+    found = find_defects(acts)
+    H, W = acts.shape[-2:]
+    pos = found.positions.copy()
+    if shift != (0, 0):
+        pos = (pos + np.asarray(shift)) % np.array([H, W])
+    hits = n_found = n_true = 0
+    for m, truth in enumerate(data.positions):
+        n_true += len(truth)
+        if assign[m] < 0:
+            continue
+        mine = pos[found.motif == assign[m]]
+        n_found += len(mine)
+        if len(mine) and len(truth):
+            p, _ = precision_recall(mine, truth, tol=2.0)
+            hits += round(p * len(mine))
+    # Peaks of unmatched found motifs count as false positives.
+    n_found += int(np.sum(~np.isin(found.motif, assign)))
+    prec = hits / n_found if n_found else 1.0
+    rec = hits / n_true if n_true else 1.0
+    return {"sims": [float(s) for s in sims], "prec": prec, "rec": rec}
+
+
+# ---------------------------------------------------------------- runners
+def _maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def run_sasd(
+    size: int, n: int, k: int, noise: float, seed: int, max_iter: int | None = None
+) -> dict[str, Any]:
+    """One napari-sasd solve with default settings; time, scores, memory."""
+    data = problem(size, n, k, noise, seed)
+    rss0 = _maxrss_mb()
+    t0 = time.perf_counter()
+    res = solve(data.image, k, n, seed=seed, max_iter=max_iter)
+    dt = time.perf_counter() - t0
+    out = score(res.kernels, res.activations, data)
+    out.update(
+        time=dt, n_iter=res.n_iter, rss_mb=_maxrss_mb(), drss_mb=_maxrss_mb() - rss0, solver="sasd"
+    )
+    return out
+
+
+def sporco_offsets(k: int) -> list[tuple[int, int]]:
+    """Plausible shifts from SPORCO's map convention (filter's origin at its
+    top-left corner, cyclic) to the centred one: none, ``(k-1)//2``, ``k//2``."""
+    return [(0, 0), ((k - 1) // 2, (k - 1) // 2), (k // 2, k // 2)]
+
+
+def sporco_learn(
+    data: Any,
+    k: int,
+    n: int,
+    lmbda: float,
+    iters: int = 200,
+    seed: int = 0,
+    callback: Callable[[Any], None] | None = None,
+) -> Any:
+    """SPORCO ``ConvBPDNDictLearn`` on the mean-subtracted, unit-std image.
+
+    Options as documented for this task: ``n`` filters of ``k x k``,
+    ``NonNegCoef``, ``ZeroMean`` off, ``iters`` iterations, random Gaussian
+    initial filters (SPORCO's examples), default ADMM/PGM sub-solvers with
+    SPORCO's example penalty ``rho = 50 lambda + 0.5``. Its convolution is
+    cyclic over the image (its own design; napari-sasd's is linear).
+    """
+    s = data.image - data.image.mean()
+    s = (s / s.std()).astype(np.float32)
+    D0 = np.random.default_rng(seed).standard_normal((k, k, n)).astype(np.float32)
+    opts: dict[str, Any] = {
+        "Verbose": False,
+        "MaxMainIter": int(iters),
+        "CBPDN": {"NonNegCoef": True, "rho": 50.0 * lmbda + 0.5},
+        "CCMOD": {"ZeroMean": False},
+    }
+    if callback is not None:
+        opts["Callback"] = lambda obj: bool(callback(obj))
+    opt = cbpdndl.ConvBPDNDictLearn.Options(opts)
+    learner = cbpdndl.ConvBPDNDictLearn(D0, s, lmbda, opt, dimK=0)
+    learner.solve()
+    return learner
+
+
+def sporco_result(learner: Any, k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Filters ``(n, k, k)`` and coefficient maps ``(n, H, W)`` of a learner."""
+    D = np.asarray(learner.getdict()).reshape(k, k, n)
+    X = np.asarray(learner.getcoef())
+    X = X.reshape(X.shape[0], X.shape[1], n)
+    return np.moveaxis(D, -1, 0).astype(np.float64), np.moveaxis(X, -1, 0)
+
+
+def run_sporco(
+    size: int, n: int, k: int, noise: float, seed: int, lmbda: float, iters: int = 200
+) -> dict[str, Any]:
+    """One SPORCO dictionary learning; time, scores (best of the plausible map
+    offsets, reported), memory."""
+    data = problem(size, n, k, noise, seed)
+    rss0 = _maxrss_mb()
+    t0 = time.perf_counter()
+    learner = sporco_learn(data, k, n, lmbda, iters, seed)
+    dt = time.perf_counter() - t0
+    D, X = sporco_result(learner, k, n)
+    best: dict[str, Any] | None = None
+    recalls = {}
+    for off in sporco_offsets(k):
+        sc = score(D, X, data, off)
+        recalls[off] = sc["rec"]
+        if best is None or sc["rec"] > best["rec"]:
+            best = {**sc, "offset": off}
+    assert best is not None
+    best.update(
+        time=dt,
+        n_iter=iters,
+        rss_mb=_maxrss_mb(),
+        drss_mb=_maxrss_mb() - rss0,
+        solver="sporco",
+        lmbda=lmbda,
+        recall_by_offset={str(o): r for o, r in recalls.items()},
+    )
+    return best
+
+
+def in_subprocess(func: Callable[..., dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
+    """Run ``func(**kwargs)`` in a fresh spawned process (own peak memory)."""
+    ctx = mp.get_context("spawn")
+    with cf.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        return pool.submit(func, **kwargs).result()
+
+
+def sasd_trace(
+    size: int, n: int, k: int, noise: float, seed: int
+) -> tuple[list[float], list[float]]:
+    """napari-sasd's time-to-quality: (elapsed s, min similarity) per snapshot."""
+    data = problem(size, n, k, noise, seed)
+    ts, kerns = [], []
+    t0 = time.perf_counter()
+    gen = iter_solve(data.image, k, n, seed=seed)
+    while True:
+        try:
+            prog = next(gen)
+        except StopIteration:
+            break
+        ts.append(time.perf_counter() - t0)
+        kerns.append(prog.kernels)
+    sims = [float(min(match_motifs(kk, data.kernels)[0])) for kk in kerns]
+    return ts, sims
+
+
+def sporco_trace(
+    size: int, n: int, k: int, noise: float, seed: int, lmbda: float, iters: int = 200
+) -> tuple[list[float], list[float]]:
+    """SPORCO's time-to-quality from its per-iteration callback (the time spent
+    in the callback, copying the dictionary, is not counted)."""
+    data = problem(size, n, k, noise, seed)
+    ts: list[float] = []
+    dicts: list[np.ndarray] = []
+    spent = [0.0]
+    t0 = time.perf_counter()
+
+    def cb(obj: Any) -> None:
+        c0 = time.perf_counter()
+        ts.append(c0 - t0 - spent[0])
+        dicts.append(np.array(obj.getdict()).reshape(k, k, n).copy())
+        spent[0] += time.perf_counter() - c0
+
+    sporco_learn(data, k, n, lmbda, iters, seed, callback=cb)
+    sims = [float(min(match_motifs(np.moveaxis(d, -1, 0), data.kernels)[0])) for d in dicts]
+    return ts, sims
+
+
+# ----------------------------------------------------------------- tables
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A markdown table."""
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+        return str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
