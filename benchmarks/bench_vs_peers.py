@@ -13,7 +13,8 @@ that is not reported (best minimum similarity over a few values). Its
 convolution is cyclic over the image (its design; napari-sasd's is linear with
 the border handled). Its coefficient maps have the filter's origin at the
 filter's top-left corner: peaks are moved to the centred convention by the
-best-recall shift among ``0, (k-1)//2, k//2`` (reported).
+best-recall shift among ``0, (k-1)//2, k//2`` and each filter's energy
+centroid (the chosen one and the recall of each are printed per run).
 
     python benchmarks/bench_vs_peers.py --quick             # a few minutes
     python benchmarks/bench_vs_peers.py --sizes 256 512 --motifs 1 2 \\
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
                             msg += (
                                 f" | sporco {q['time']:.1f} s sims "
                                 f"{np.round(q['sims'], 3).tolist()} R {q['rec']:.3f} "
-                                f"offset {q['offset']}"
+                                f"offset {q['offset']} (recall by offset {q['recall_by_offset']})"
                             )
                         print(msg, flush=True)
                     rows.append(_row("napari-sasd", size, n, k, noise, ours, None))
