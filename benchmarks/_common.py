@@ -13,6 +13,7 @@ import resource
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,8 @@ except ImportError:  # pragma: no cover - depends on the environment
     cbpdndl = None
     HAVE_SPORCO = False
 
+REPO = Path(__file__).resolve().parent.parent
+
 SPORCO_MISSING = (
     "SPORCO is not installed: SPORCO columns are skipped "
     "(pip install sporco, or pip install -e .[bench])."
@@ -37,13 +40,21 @@ SPORCO_MISSING = (
 
 
 def git_commit() -> str:
-    """Short hash of the checked-out commit (and '+dirty' if src/ has changes)."""
+    """Short hash of the checked-out commit (and '+dirty' if src/ has changes),
+    or where napari_sasd was imported from if not from this checkout (e.g. a
+    ``git archive`` of a commit on PYTHONPATH)."""
+    import napari_sasd
+
+    src = Path(napari_sasd.__file__).resolve().parent
+    if not src.is_relative_to(REPO):
+        return f"napari_sasd imported from {src}"
     try:
         h = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
+            ["git", "log", "-1", "--format=%h", "--", "src"],
+            capture_output=True, text=True, check=True, cwd=REPO,
+        ).stdout.strip()  # fmt: skip
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "src"], capture_output=True, text=True
+            ["git", "status", "--porcelain", "--", "src"], capture_output=True, text=True, cwd=REPO
         ).stdout.strip()
         return h + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
