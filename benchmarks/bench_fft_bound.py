@@ -175,7 +175,9 @@ def scaling(sizes: list[int], max_iter: int, seed: int) -> None:
     rows = []
     base = None
     for size in sizes:
-        r = in_subprocess(run_sasd, size=size, n=1, k=12, noise=0.05, seed=seed, max_iter=max_iter)
+        r = in_subprocess(
+            run_sasd, size=size, n=1, k=12, noise=0.05, seed=seed, max_iter=max_iter, peaks=False
+        )
         P = size * size
         norm = r["time"] / (P * np.log2(P))
         base = norm if base is None else base
