@@ -68,7 +68,7 @@ class ConvOperator:
     # -- model and gradients ------------------------------------------------
     @staticmethod
     def combine(A: np.ndarray, X: np.ndarray) -> np.ndarray:
-        """Spectrum of ``sum_n a_{n,c} (*) x_n``, ``(C, ...)`` from A ``(N, C, ...)``, X ``(N, ...)``."""
+        """Spectrum ``(C, ...)`` of ``sum_n a_{n,c} (*) x_n`` from ``A (N, C, ...)``, ``X (N, ...)``."""
         return np.einsum("ncij,nij->cij", A, X)
 
     def grad_x(self, A: np.ndarray, R: np.ndarray) -> np.ndarray:
@@ -82,15 +82,3 @@ class ConvOperator:
         P = X.conj()[:, None] * R[None]
         t = fft.ifft(P, axis=-2, workers=self.workers)[..., : self.Kh, :]
         return fft.irfft(t, n=self.L[1], axis=-1, workers=self.workers)[..., : self.Kw]
-
-    def gram_lags(self, X: np.ndarray) -> np.ndarray:
-        """Cross-correlations ``R_nm[d] = sum_s x_n[s] x_m[s + d]`` of the activation
-        maps for lags ``|d| < K`` per axis, ``(N, N, 2Kh-1, 2Kw-1)``, lag ``d`` at
-        index ``d + K - 1``. They are the (unmasked) Hessian of the motif
-        sub-problem: ``(H a)_n[p] = sum_m sum_q R_nm[p - q] a_m[q]``."""
-        Kh, Kw = self.Kh, self.Kw
-        rows = np.arange(-(Kh - 1), Kh) % self.L[0]
-        cols = np.arange(-(Kw - 1), Kw) % self.L[1]
-        P = X.conj()[:, None] * X[None]
-        t = fft.ifft(P, axis=-2, workers=self.workers)[..., rows, :]
-        return fft.irfft(t, n=self.L[1], axis=-1, workers=self.workers)[..., cols]

@@ -44,7 +44,8 @@ COLLAPSE_SIMILARITY = 0.85
 STAGE_ITERS = (8, 60, 30, 20)
 #: Motifs are discovered on a crop of at most this many pixels per side.
 DISCOVERY_SIZE = 256
-NEWTON = False
+#: Iterations of each discovery solve at the target lambda.
+DISCOVERY_FINAL = 30
 
 
 def solve(
@@ -213,7 +214,7 @@ class _Solver:
     def _windows(self, r: np.ndarray, n: int, avoid: list[np.ndarray]) -> list[np.ndarray]:
         """n data windows of size k at high local energy, unlike each other and ``avoid``."""
         kh, kw = self.k
-        C, H, W = r.shape
+        H, W = r.shape[1:]
         energy = ndimage.uniform_filter((r**2).sum(0), size=(kh, kw), mode="constant")
         cand = peak_local_max(
             energy, min_distance=max(1, min(kh, kw) // 2), num_peaks=max(12, 6 * n),
@@ -315,12 +316,7 @@ class _Solver:
             r.dtype
         )
         ga = op.grad_kernel(self.X, op.fft_residual(r))
-        # Search direction: a few CG steps on the motif sub-problem's Newton
-        # system (its Hessian is the small Gram of the activation maps), then
-        # the tangent part. Plain gradient descent crawls here: the Hessian's
-        # spectrum spans (sum x)^2 at DC down to sum x^2 elsewhere.
-        d = self._newton(ga) if NEWTON else ga
-        rg = d - np.sum(d * ae, axis=(1, 2, 3), keepdims=True) * ae
+        rg = ga - np.sum(ga * ae, axis=(1, 2, 3), keepdims=True) * ae
         # Exact line search along the Riemannian gradient, in the ambient
         # space: f(a - s rg) is quadratic in s. A Lipschitz step would be
         # set by the DC frequency (|X(0)|^2 = (sum x)^2 for x >= 0), hundreds
@@ -357,41 +353,6 @@ class _Solver:
         self.t = t_new
         obj = 0.5 * float(np.vdot(r, r)) + lam * float(np.abs(self.x).sum())
         return obj, max(dx, da / math.sqrt(self.p.n_motifs))
-
-    def _newton(self, g: np.ndarray, n_cg: int = 8) -> np.ndarray:
-        """Approximately solve ``H d = g`` by conjugate gradients, with ``H``
-        the activation maps' Gram (small convolutions of kernel size)."""
-        R = self.op.gram_lags(self.X).astype(np.float64)  # (N, N, 2Kh-1, 2Kw-1)
-        N = R.shape[0]
-        Kh, Kw = g.shape[-2:]
-        S = (2 * Kh - 1 + Kh - 1, 2 * Kw - 1 + Kw - 1)
-        Rh = np.fft.rfft2(R, S)
-        ridge = 1e-4 * float(np.mean([R[n, n, Kh - 1, Kw - 1] for n in range(N)])) + 1e-12
-
-        def hess(v: np.ndarray) -> np.ndarray:
-            V = np.fft.rfft2(v, S)  # (N, C, ...)
-            out = np.fft.irfft2(np.einsum("nmij,mcij->ncij", Rh, V), S)
-            return out[..., Kh - 1 : 2 * Kh - 1, Kw - 1 : 2 * Kw - 1] + ridge * v
-
-        b = g.astype(np.float64)
-        d = np.zeros_like(b)
-        res = b.copy()
-        pdir = res.copy()
-        rr = float(np.vdot(res, res))
-        rr0 = rr
-        if rr0 == 0:
-            return d.astype(np.float32)
-        for _ in range(n_cg):
-            Hp = hess(pdir)
-            alpha = rr / (float(np.vdot(pdir, Hp)) + 1e-30)
-            d += alpha * pdir
-            res -= alpha * Hp
-            rr_new = float(np.vdot(res, res))
-            if rr_new < 1e-6 * rr0:
-                break
-            pdir = res + (rr_new / rr) * pdir
-            rr = rr_new
-        return d.astype(np.float32)
 
     def _stage(
         self, s: int, lam: float, n_iter: int, tol: float
@@ -518,16 +479,26 @@ class _Solver:
         return self.a[..., oh : oh + kh, ow : ow + kw].astype(np.float64)
 
     def _discover_one(
-        self, avoid: list[np.ndarray], lam: float, early: int, final: int
+        self,
+        avoid: list[np.ndarray],
+        lam: float,
+        early: int,
+        final: int,
+        init: np.ndarray | None = None,
     ) -> Generator[SolveProgress, None, tuple[np.ndarray, np.ndarray]]:
-        """Single-motif continuation from the data window least like ``avoid``.
-        Returns the ``k x k`` motif and its model image (for deflation)."""
+        """Single-motif continuation from the data window least like ``avoid``
+        (or from ``init``, with a short continuation). Returns the ``k x k``
+        motif and its model image (for deflation)."""
         K = self._lift()
         self.b = np.zeros(self.p.n_channels, np.float64)
         self.support = None
-        (w,) = self._windows(self.y, 1, avoid)
-        lam_max = self._lam_max(K, [w])
-        yield from self._continuation(self._schedule(0.8 * lam_max, lam), early, final, False)
+        if init is None:
+            (w,) = self._windows(self.y, 1, avoid)
+            lam0 = 0.8 * self._lam_max(K, [w])
+        else:
+            self._lam_max(K, [init])
+            lam0 = lam / self.shrink**2
+        yield from self._continuation(self._schedule(lam0, lam), early, final, False)
         model = self.op.image(self.op.combine(self.A, self.X))
         if self.omega is not None:
             model *= self.omega
@@ -555,19 +526,34 @@ class _Solver:
             ci, cj = np.unravel_index(int(np.argmax(e)), e.shape)
             i0 = int(np.clip(ci - ch // 2, 0, H - ch))
             j0 = int(np.clip(cj - cw // 2, 0, W - cw))
-        resid = self.y[:, i0 : i0 + ch, j0 : j0 + cw].copy()
+        crop = self.y[:, i0 : i0 + ch, j0 : j0 + cw]
         om = None if self.omega is None else self.omega[:, i0 : i0 + ch, j0 : j0 + cw]
         found: list[np.ndarray] = []
-        for n in range(p.n_motifs):
+        models: list[np.ndarray] = []
+        # Pass 1 finds each motif in what the previous ones leave; pass 2
+        # refits each on the image minus the *other* motifs' copies, so the
+        # first ones lose what they had absorbed of the motifs found later.
+        plan = [(n, None) for n in range(p.n_motifs)]
+        if p.n_motifs > 1:
+            plan += [(n, n) for n in range(p.n_motifs)]
+        for n, again in plan:
+            if again is None:
+                resid = crop - sum(models, np.zeros_like(crop))
+            else:
+                resid = crop - sum(
+                    (m for i, m in enumerate(models) if i != n), np.zeros_like(crop)
+                )
             sub_p = Problem(
-                y=resid, omega=om, offset=np.zeros(p.n_channels), scale=1.0,
+                y=resid.astype(np.float32), omega=om, offset=np.zeros(p.n_channels), scale=1.0,
                 kernel_size=self.k, n_motifs=1, lam=lam, channel_axis=p.channel_axis,
                 image_shape=resid.shape, init_kernels=None,
             )  # fmt: skip
             sub = _Solver(sub_p, self.positive, 0, None, self.tol, self.shrink, self.workers)
             sub.n_stages, sub.total, sub.stage0 = self.n_stages, self.total, self.stage0
             sub.iteration = self.iteration
-            gen = sub._discover_one(found, lam, early, final)
+            init = None if again is None else found[n]
+            others = [f for i, f in enumerate(found) if i != n]
+            gen = sub._discover_one(others, lam, early, final, init)
             while True:
                 try:
                     prog = next(gen)
@@ -575,10 +561,14 @@ class _Solver:
                     kern, model = stop.value
                     break
                 self.iteration = prog.iteration
-                yield replace(prog, kernels=self._preview(found, prog.kernels))
+                shown = found if again is None else [f for i, f in enumerate(found) if i < n]
+                yield replace(prog, kernels=self._preview(shown, prog.kernels))
             self.stage0 = sub.stage0
-            found.append(kern)
-            resid = (resid - model).astype(np.float32)
+            if again is None:
+                found.append(kern)
+                models.append(model)
+            else:
+                found[n], models[n] = kern, model
         return found
 
     def _preview(self, found: list[np.ndarray], current: np.ndarray) -> np.ndarray:
@@ -610,22 +600,29 @@ class _Solver:
             lam = p.lam
         full = self._schedule(0.8 * lam_max, lam)
         discover = not warm and (N > 1 or max(H, W) > DISCOVERY_SIZE)
-        joint = self._schedule(lam / self.shrink**2, lam) if (warm or discover) else full
+        # With motifs from discovery or a warm start, the joint phase first
+        # fits the activations alone: a motif step against activations that
+        # are still near zero can throw a good but weak motif far off.
+        settle = warm or discover
+        joint = [lam] if settle else full
         # Iteration budget: short early stages, a longer stage at the target
         # lambda, then the polish on the k x k support.
         early, final, polish, debias = STAGE_ITERS
-        disc_final = final // 2
+        disc_final = DISCOVERY_FINAL
         n_disc = N if discover else 0
+        n_again = n_disc if n_disc > 1 else 0
         total = n_disc * (early * (len(full) - 1) + disc_final)
-        total += early * (len(joint) - 1) + final + polish + debias
+        total += n_again * (2 * early + disc_final)
+        total += early * (len(joint) - 1) + final + polish + debias + 2 * early * settle
         if self.max_iter is not None:
             f = self.max_iter / total
             early, final, disc_final = (max(2, int(v * f)) for v in (early, final, disc_final))
             polish, debias = max(2, int(polish * f)), int(debias * f)
             total = n_disc * (early * (len(full) - 1) + disc_final)
-            total += early * (len(joint) - 1) + final + polish + debias
+            total += n_again * (2 * early + disc_final)
+            total += early * (len(joint) - 1) + final + polish + debias + 2 * early * settle
         self.total = total
-        self.n_stages = n_disc * len(full) + len(joint) + 1 + (debias > 0)
+        self.n_stages = n_disc * len(full) + 3 * n_again + len(joint) + 2 + settle + (debias > 0)
         if discover:
             wins = yield from self._discover(lam, early, disc_final)
         elif warm:
@@ -635,6 +632,11 @@ class _Solver:
         # Joint refinement of all motifs on the whole image.
         self.b = np.zeros(C, np.float64)
         self._lam_max(K, wins)
+        if settle:
+            self.fixed_motifs = True
+            yield from self._stage(self.stage0, lam, 2 * early, 1e-3)
+            self.fixed_motifs = False
+            self.stage0 += 1
         yield from self._continuation(joint, early, final, N > 1)
         # Crop to k x k; activations become copies centred inside the image.
         oh, ow = (K[0] - kh) // 2, (K[1] - kw) // 2

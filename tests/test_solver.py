@@ -1,0 +1,207 @@
+"""Recovery of the solver core against synthetic ground truth (method.md's yardsticks)."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from scipy import signal
+
+import napari_sasd
+from napari_sasd.metrics import match_motifs, precision_recall
+from napari_sasd.peaks import find_defects
+from napari_sasd.solver import shift_zero
+from napari_sasd.synthetic import make_synthetic
+
+
+def _recall_precision(res, data):
+    sims, assign = match_motifs(res.kernels, data.kernels)
+    defects = find_defects(res.activations)
+    pr = [
+        precision_recall(defects.positions[defects.motif == n], data.positions[m])
+        for m, n in enumerate(assign)
+    ]
+    return sims, np.array(pr)
+
+
+def test_one_motif_recovers_on_nine_of_ten_seeds():
+    ok = []
+    for seed in range(10):
+        size = (128, 160, 192, 256)[seed % 4]
+        k = (8, 10, 12, 15)[seed % 4]
+        d = make_synthetic((size, size), k, 1, copies_per_area=1.5, noise=0.02, seed=seed)
+        res = napari_sasd.solve(d.image, k, 1)
+        ok.append(match_motifs(res.kernels, d.kernels)[0][0])
+    assert sum(s >= 0.99 for s in ok) >= 9, np.round(ok, 4)
+
+
+@pytest.mark.parametrize(("n_motifs", "size"), [(2, 160), (3, 192)])
+def test_several_motifs_recover_after_matching(n_motifs, size):
+    worst = []
+    for seed in range(4):
+        d = make_synthetic((size, size), 10, n_motifs, noise=0.02, seed=seed)
+        res = napari_sasd.solve(d.image, 10, n_motifs)
+        worst.append(match_motifs(res.kernels, d.kernels)[0].min())
+    assert sum(s >= 0.97 for s in worst) >= 3, np.round(worst, 4)
+
+
+def test_channel_cube_shares_activations():
+    d = make_synthetic((128, 128), 10, 1, n_channels=3, noise=0.02, seed=1)
+    cube = np.moveaxis(d.image, 0, -1)  # channels last, to exercise channel_axis
+    res = napari_sasd.solve(cube, 10, 1, channel_axis=-1)
+    assert res.kernels.shape == (1, 3, 10, 10)
+    assert res.reconstruction.shape == cube.shape
+    assert np.isclose(np.linalg.norm(res.kernels[0]), 1)
+    assert match_motifs(res.kernels, d.kernels)[0][0] >= 0.98
+
+
+def test_border_cut_motifs_and_nan_pixels():
+    d = make_synthetic((128, 128), 12, 1, noise=0.02, nan_fraction=0.1, border=True, seed=3)
+    assert np.isnan(d.image).mean() > 0.05
+    res = napari_sasd.solve(d.image, 12, 1)
+    assert match_motifs(res.kernels, d.kernels)[0][0] >= 0.97
+    assert np.all(np.isfinite(res.activations))
+
+
+def test_activation_peaks_match_true_copies():
+    d = make_synthetic((192, 192), 10, 1, noise=0.02, seed=5)
+    res = napari_sasd.solve(d.image, 10, 1)
+    sims, pr = _recall_precision(res, d)
+    assert sims[0] >= 0.99
+    precision, recall = pr[0]
+    assert precision >= 0.9 and recall >= 0.9, pr
+
+
+def test_same_convolution_convention_reproduces_reconstruction():
+    d = make_synthetic((96, 112), (9, 11), 2, noise=0.02, seed=2)
+    res = napari_sasd.solve(d.image, (9, 11), 2, max_iter=60)
+    assert res.kernels.shape == (2, 9, 11)
+    assert res.activations.shape == (2, 96, 112)
+    model = sum(
+        signal.convolve(x.astype(float), a, mode="same")
+        for x, a in zip(res.activations, res.kernels, strict=True)
+    )
+    np.testing.assert_allclose(model + res.bias, res.reconstruction, atol=1e-3 * np.ptp(d.image))
+    np.testing.assert_allclose(np.linalg.norm(res.kernels.reshape(2, -1), axis=1), 1, atol=1e-6)
+    assert np.all(res.activations >= 0)
+    # motifs ordered by how much of the image they explain
+    assert np.all(np.diff(res.explained) <= 0)
+
+
+def test_recentring_shift_keeps_the_model():
+    # a'[p] = a[p - d] with x'[s] = x[s + d] must give the same image; the
+    # opposite sign (a bug of two public implementations) would not.
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((1, 15, 15))
+    a[..., -3:, :] = a[..., :, :3] = 0  # what the shift pushes out must be zero
+    x = (rng.random((1, 60, 60)) < 0.02) * 1.0
+    x[..., :4, :] = x[..., -4:, :] = x[..., :, :4] = x[..., :, -4:] = 0
+    d = np.array([2, -3])
+    y0 = signal.convolve(x[0], a[0])
+    y1 = signal.convolve(shift_zero(x, -d)[0], shift_zero(a, d)[0])
+    np.testing.assert_allclose(y0, y1, atol=1e-12)
+    y_wrong = signal.convolve(shift_zero(x, d)[0], shift_zero(a, d)[0])
+    assert np.abs(y_wrong - y0).max() > 0.1
+
+
+def test_scale_and_offset_invariance():
+    d = make_synthetic((96, 96), 9, 1, noise=0.02, seed=4)
+    r1 = napari_sasd.solve(d.image, 9, 1, max_iter=80)
+    r2 = napari_sasd.solve(d.image * 1000 + 17, 9, 1, max_iter=80)
+    assert np.isclose(r1.lam, r2.lam, rtol=1e-4)
+    np.testing.assert_allclose(r1.kernels, r2.kernels, atol=2e-3)
+    np.testing.assert_allclose(r2.activations, 1000 * r1.activations, atol=2e-3 * 1000)
+    assert np.isclose(r2.bias, 1000 * r1.bias + 17, atol=1e-2 * 1000)
+
+
+def test_deterministic_for_a_seed():
+    d = make_synthetic((80, 80), 8, 2, noise=0.05, seed=6)
+    r1 = napari_sasd.solve(d.image, 8, 2, seed=3, max_iter=40)
+    r2 = napari_sasd.solve(d.image, 8, 2, seed=3, max_iter=40)
+    np.testing.assert_array_equal(r1.kernels, r2.kernels)
+    np.testing.assert_array_equal(r1.activations, r2.activations)
+
+
+def test_integer_and_float64_inputs_and_signed_activations():
+    d = make_synthetic((80, 80), 8, 1, noise=0.02, seed=7)
+    img16 = np.round((d.image - d.image.min()) * 1000).astype(np.uint16)
+    r = napari_sasd.solve(img16, 8, 1, max_iter=50)
+    assert r.reconstruction.shape == (80, 80)
+    r = napari_sasd.solve(d.image.astype(np.float64), 8, 1, positive=False, max_iter=50)
+    flat = r.kernels.reshape(1, -1)
+    assert flat[0, np.abs(flat[0]).argmax()] > 0  # sign convention
+
+
+def test_iter_solve_yields_progress_and_returns_result():
+    d = make_synthetic((64, 64), 8, 1, seed=8)
+    gen = napari_sasd.iter_solve(d.image, 8, 1, max_iter=30)
+    snaps = []
+    while True:
+        try:
+            snaps.append(next(gen))
+        except StopIteration as stop:
+            res = stop.value
+            break
+    assert isinstance(res, napari_sasd.SolveResult)
+    assert [s.iteration for s in snaps] == list(range(1, len(snaps) + 1))
+    assert snaps[-1].kernels.shape == (1, 8, 8)
+    assert 0 < snaps[0].fraction <= snaps[-1].fraction <= 1
+    # closing the generator cancels: no result, no error
+    gen = napari_sasd.iter_solve(d.image, 8, 1)
+    next(gen)
+    gen.close()
+
+
+def test_warm_start_uses_previous_motifs():
+    d = make_synthetic((128, 128), 10, 1, noise=0.02, seed=9)
+    r1 = napari_sasd.solve(d.image, 10, 1)
+    r2 = napari_sasd.solve(d.image, 10, 1, lam=r1.lam * 0.7, init_kernels=r1.kernels)
+    assert r2.n_iter < r1.n_iter
+    assert match_motifs(r2.kernels, d.kernels)[0][0] >= 0.99
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"kernel_size": 200}, ValueError, "larger than the image"),
+        ({"n_motifs": 0}, ValueError, "at least 1"),
+        ({"lam": 0.0}, ValueError, "positive"),
+        ({"lam": -1.0}, ValueError, "positive"),
+        ({"kernel_size": 2.5}, TypeError, "whole numbers"),
+        ({"mask": np.ones((10, 10), bool)}, ValueError, "mask has shape"),
+        ({"mask": np.ones((64, 64))}, TypeError, "boolean"),
+        ({"channel_axis": 0}, ValueError, "2-D"),
+    ],
+)
+def test_bad_input_raises_before_work(kwargs, exc, match):
+    img = make_synthetic((64, 64), 8, 1, seed=0).image
+    args = {"kernel_size": 8, **kwargs}
+    with pytest.raises(exc, match=match):
+        napari_sasd.iter_solve(img, **args)  # raises at the call, not at next()
+
+
+def test_bad_images_raise():
+    with pytest.raises(ValueError, match="NaN"):
+        napari_sasd.solve(np.full((64, 64), np.nan), 8)
+    with pytest.raises(ValueError, match="RGB"):
+        napari_sasd.solve(np.zeros((64, 64, 3)), 8)
+    with pytest.raises(ValueError, match="channel_axis"):
+        napari_sasd.solve(np.zeros((5, 64, 64)), 8)
+    with pytest.raises(ValueError, match="channel_axis must be"):
+        napari_sasd.solve(np.zeros((5, 64, 64)), 8, channel_axis=3)
+    with pytest.raises(TypeError, match="real numeric"):
+        napari_sasd.solve(np.zeros((64, 64), complex), 8)
+    with pytest.raises(ValueError, match="constant"):
+        napari_sasd.solve(np.ones((64, 64)), 8)
+
+
+def test_core_does_not_import_qt_or_napari():
+    import subprocess
+
+    code = (
+        "import sys, napari_sasd, napari_sasd.solver, napari_sasd.cli;"
+        "bad=[m for m in sys.modules if m.split('.')[0] in ('napari','qtpy','PyQt5','PyQt6',"
+        "'PySide2','PySide6','magicgui')]; print(bad); assert not bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
