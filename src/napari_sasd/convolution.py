@@ -68,7 +68,10 @@ class ConvOperator:
     # -- model and gradients ------------------------------------------------
     @staticmethod
     def combine(A: np.ndarray, X: np.ndarray) -> np.ndarray:
-        """Spectrum ``(C, ...)`` of ``sum_n a_{n,c} (*) x_n`` from ``A (N, C, ...)``, ``X (N, ...)``."""
+        """Spectrum (C, ...) of ``sum_n a_{n,c} (*) x_n`` from A (N, C, ...) and X (N, ...).
+
+        Batched over motifs and channels in one call (einsum, no Python loop).
+        """
         return np.einsum("ncij,nij->cij", A, X)
 
     def grad_x(self, A: np.ndarray, R: np.ndarray) -> np.ndarray:
