@@ -19,3 +19,20 @@ def test_hungarian_matching_and_precision_recall():
     np.testing.assert_array_equal(assign, [1, 2, 0])
     p, r = precision_recall(np.array([[0, 0], [10, 10.5], [50, 50]]), np.array([[1, 1], [10, 10]]))
     assert np.isclose(p, 2 / 3) and np.isclose(r, 1.0)
+
+
+def test_precision_recall_matches_dense_assignment_on_random_points():
+    from scipy import optimize, spatial
+
+    rng = np.random.default_rng(1)
+    truth = rng.uniform(0, 100, (300, 2))
+    found = np.concatenate(
+        [truth[:250] + rng.normal(0, 1.2, (250, 2)), rng.uniform(0, 100, (40, 2))]
+    )
+    d = spatial.distance.cdist(found, truth)
+    r, c = optimize.linear_sum_assignment(np.where(d <= 2, d, 1e6))
+    hits = int(np.sum(d[r, c] <= 2))
+    p, rec = precision_recall(found, truth, tol=2)
+    assert np.isclose(p, hits / len(found)) and np.isclose(rec, hits / len(truth))
+    # exact coincidences count
+    assert precision_recall(truth[:5], truth[:5]) == (1.0, 1.0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import fft, optimize, spatial
+from scipy import fft, optimize, sparse, spatial
 
 
 def shift_invariant_similarity(a: np.ndarray, a0: np.ndarray) -> float:
@@ -86,8 +86,28 @@ def precision_recall(
     truth = np.asarray(truth, float).reshape(-1, 2)
     if len(found) == 0 or len(truth) == 0:
         return (1.0 if len(found) == 0 else 0.0), (1.0 if len(truth) == 0 else 0.0)
-    d = spatial.distance.cdist(found, truth)
-    cost = np.where(d <= tol, d, 1e6)
-    r, c = optimize.linear_sum_assignment(cost)
-    hits = int(np.sum(d[r, c] <= tol))
+    # Only pairs within tol can match: a sparse candidate graph (k-d tree),
+    # solved exactly per connected component, instead of a dense
+    # found x truth matrix (tens of GB for a 2048^2 image's defects).
+    pairs = spatial.cKDTree(found).sparse_distance_matrix(
+        spatial.cKDTree(truth), tol, output_type="coo_matrix"
+    )
+    nf = len(found)
+    graph = sparse.coo_matrix(
+        (np.ones(pairs.nnz), (pairs.row, nf + pairs.col)), shape=(nf + len(truth),) * 2
+    )
+    _, label = sparse.csgraph.connected_components(graph, directed=False)
+    hits = 0
+    dist = pairs.tocsr()
+    for comp in np.unique(label[pairs.row]):
+        rows = np.flatnonzero(label[:nf] == comp)
+        cols = np.flatnonzero(label[nf:] == comp)
+        sub = dist[rows][:, cols].toarray()
+        near = sub > 0
+        # sparse_distance_matrix drops exact zeros: a zero distance is a hit too.
+        exact = np.isclose(spatial.distance.cdist(found[rows], truth[cols]), 0)
+        ok = near | exact
+        cost = np.where(ok, sub, 1e6)
+        r, c = optimize.linear_sum_assignment(cost)
+        hits += int(np.sum(ok[r, c]))
     return hits / len(found), hits / len(truth)
