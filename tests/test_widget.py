@@ -15,6 +15,7 @@ from qtpy.QtCore import QTimer
 
 from napari_sasd.layers import META_KEY, motif_rgba
 from napari_sasd.metrics import match_motifs
+from napari_sasd.widget import _camera
 
 K = 10
 
@@ -320,8 +321,9 @@ def test_field_of_view_region(viewer_widget, small_image):
     img = viewer.add_image(small_image.image, name="img", scale=(2.0, 2.0), translate=(4.0, 0.0))
     _setup(widget, region="view")
     h, w = widget._canvas_size()
-    viewer.camera.center = img.data_to_world((64, 64))
-    viewer.camera.zoom = max(h, w) / 2 / 40.0  # about 40 world units = 20 px visible
+    cam = _camera(viewer)
+    cam.center = img.data_to_world((64, 64))
+    cam.zoom = max(h, w) / 2 / 40.0  # about 40 world units = 20 px visible
     y0, x0, y1, x1 = widget.region_for(img)
     # Centred on pixel (64, 64), much smaller than the image.
     assert abs((y0 + y1) / 2 - 64) <= 1 and abs((x0 + x1) / 2 - 64) <= 1

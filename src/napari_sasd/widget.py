@@ -441,7 +441,7 @@ class SasdWidget(QWidget):
             verts = np.asarray(shapes.data[sel[-1] if sel else -1], float)
             world = np.array([shapes.data_to_world(v) for v in verts])
         else:
-            cam = self.viewer.camera
+            cam = _camera(self.viewer)
             zoom = float(cam.zoom)
             ch, cw = self._canvas_size()
             cy, cx = np.asarray(cam.center, float)[-2:]
@@ -774,3 +774,10 @@ class SasdWidget(QWidget):
         """Cancel a running search when the dock widget is closed."""
         self.cancel()
         super().closeEvent(event)
+
+
+def _camera(viewer):
+    """The viewer's camera: ``viewer.scene.camera`` since napari 0.9 (where
+    ``viewer.camera`` is deprecated), ``viewer.camera`` before."""
+    scene = getattr(viewer, "scene", None)
+    return getattr(scene, "camera", None) or viewer.camera
