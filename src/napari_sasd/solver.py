@@ -73,7 +73,7 @@ def solve(
     init_kernels: np.ndarray | None = None,
     tol: float = 1e-4,
     shrink: float = 0.8,
-    workers: int = -1,
+    workers: int | None = None,
 ) -> SolveResult:
     """Find ``n_motifs`` short motifs and their sparse activation maps in an image.
 
@@ -111,8 +111,9 @@ def solve(
         Relative change of activations and motifs at which a stage stops.
     shrink : float
         Factor by which lambda decreases per continuation stage.
-    workers : int
-        Threads for ``scipy.fft`` (-1: all cores).
+    workers : int, optional
+        Threads for ``scipy.fft`` (-1: all cores); default: one thread for
+        transforms below 800^2 pixels (faster there), all cores above.
 
     Returns
     -------
@@ -149,7 +150,7 @@ def iter_solve(
     init_kernels: np.ndarray | None = None,
     tol: float = 1e-4,
     shrink: float = 0.8,
-    workers: int = -1,
+    workers: int | None = None,
 ) -> Generator[SolveProgress, None, SolveResult]:
     """Like :func:`solve`, as a generator of progress snapshots.
 
@@ -195,7 +196,7 @@ class _Solver:
         max_iter: int | None,
         tol: float,
         shrink: float,
-        workers: int,
+        workers: int | None,
     ) -> None:
         self.p = prob
         self.positive = positive
