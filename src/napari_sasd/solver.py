@@ -635,6 +635,10 @@ class _Solver:
         # lambda, then the polish on the k x k support.
         early, final, polish, debias = STAGE_ITERS
         disc_final = DISCOVERY_FINAL
+        if discover and max(H, W) > DISCOVERY_SIZE:
+            # Motifs learnt on a crop need little more on the whole image,
+            # where every iteration is dearer.
+            final //= 2
         n_disc = N if discover else 0
         n_again = n_disc if n_disc > 1 else 0
         total = n_disc * (early * (len(full) - 1) + disc_final)
