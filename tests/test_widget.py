@@ -330,3 +330,16 @@ def test_field_of_view_region(viewer_widget, small_image):
     assert 4 <= y1 - y0 < 64 and 4 <= x1 - x0 < 64
     viewer.reset_view()
     assert widget.region_for(img) == (0, 0, 128, 128)
+
+
+def test_stm_scans_turn_flattening_on(viewer_widget, small_image):
+    viewer, widget = viewer_widget
+    widget._flatten.value = False
+    viewer.add_image(small_image.image, name="plain")
+    widget._image.value = viewer.layers["plain"]
+    assert widget._flatten.value is False
+    meta = {"scan_direction": "down", "source_path": "scan.sxm", "header": {}}
+    viewer.add_image(small_image.image, name="Z (fwd)", metadata=meta)
+    widget._image.value = viewer.layers["Z (fwd)"]
+    assert widget._flatten.value is True
+    assert "flattening on" in widget._info.value

@@ -376,6 +376,11 @@ class SasdWidget(QWidget):
                 msg = "RGB image: convert it to one channel first (right-click > Split RGB)."
             elif layer.ndim == 2:
                 msg = f"{shape[0]} × {shape[1]} image"
+            if _is_stm_scan(layer) and not layer.rgb:
+                # Raw STM scans carry a tilt and scan-line offsets; unflattened,
+                # the FeSe test scan gave motifs that were mostly the tilt.
+                self._flatten.value = True
+                msg += " (STM scan: flattening on)"
             elif layer.ndim == 3:
                 msg = f"stack of {shape[0]} × {shape[1]} × {shape[2]}"
             else:
@@ -781,3 +786,10 @@ def _camera(viewer):
     ``viewer.camera`` is deprecated), ``viewer.camera`` before."""
     scene = getattr(viewer, "scene", None)
     return getattr(scene, "camera", None) or viewer.camera
+
+
+def _is_stm_scan(layer) -> bool:
+    """Whether a layer was read from an instrument scan (Nanonis .sxm/.3ds)."""
+    meta = getattr(layer, "metadata", {}) or {}
+    path = str(meta.get("source_path") or getattr(layer.source, "path", "") or "")
+    return "scan_direction" in meta or path.lower().endswith((".sxm", ".3ds"))
