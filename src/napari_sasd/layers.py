@@ -22,23 +22,15 @@ from typing import Any
 import numpy as np
 
 from ._version import __version__
+from .bundle import DEFAULT_COLORS
 from .peaks import Defects
 from .result import SolveResult
 
 #: Metadata key of every result layer (the bundle writer relies on it).
 META_KEY = "napari_sasd"
 #: One colour per motif, readable on a black background and distinct from
-#: each other; cycles after eight motifs.
-PALETTE = (
-    "#ff4d4d",
-    "#33c3ff",
-    "#ffd23f",
-    "#5ee35e",
-    "#ff66e0",
-    "#ff9a3c",
-    "#a68cff",
-    "#3fffd2",
-)
+#: each other; cycles after eight motifs. One palette for layers and bundles.
+PALETTE = DEFAULT_COLORS
 ROLES = ("motifs", "activation", "defects", "reconstruction", "residual")
 #: Pixels between the region's right edge and the motifs, and between motifs.
 MOTIF_GAP = 3
