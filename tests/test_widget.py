@@ -343,3 +343,24 @@ def test_stm_scans_turn_flattening_on(viewer_widget, small_image):
     widget._image.value = viewer.layers["Z (fwd)"]
     assert widget._flatten.value is True
     assert "flattening on" in widget._info.value
+
+
+def test_info_line_describes_plain_images_and_stacks(viewer_widget, small_image):
+    viewer, widget = viewer_widget
+    viewer.add_image(small_image.image, name="plain")
+    assert widget._info.value == "128 × 128 image"
+    viewer.add_image(np.zeros((3, 32, 40)), name="stack")
+    widget._image.value = viewer.layers["stack"]
+    assert widget._info.value == "stack of 3 × 32 × 40"
+
+
+def test_unticking_flatten_for_a_scan_sticks_when_layers_change(viewer_widget, small_image):
+    viewer, widget = viewer_widget
+    meta = {"scan_direction": "down", "source_path": "scan.sxm", "header": {}}
+    viewer.add_image(small_image.image, name="Z (fwd)", metadata=meta)
+    assert widget._flatten.value is True
+    widget._flatten.value = False  # the user knows better
+    viewer.add_shapes(name="roi")  # any layer event refreshes the pickers
+    viewer.layers["roi"].name = "roi 2"
+    assert widget._image.value is viewer.layers["Z (fwd)"]
+    assert widget._flatten.value is False

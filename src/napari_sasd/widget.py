@@ -151,6 +151,7 @@ class SasdWidget(QWidget):
         self._pending: RunContext | None = None
         self._points = None  # defects layer of the last result
         self._last_run: dict[str, str] = {}  # source name -> run_id of its live layers
+        self._info_layer = None  # the image layer _on_image_changed last described
         s = load_settings()
 
         # --- input ---------------------------------------------------------
@@ -369,22 +370,28 @@ class SasdWidget(QWidget):
     # --- state -----------------------------------------------------------------
     def _on_image_changed(self, *_: Any) -> None:
         layer = self._image.value
+        # Called on every layer event too (reset_choices): only a newly picked
+        # layer may turn flattening on, so a user's unticking sticks.
+        picked = layer is not None and layer is not self._info_layer
+        self._info_layer = layer
         msg = ""
         if layer is not None:
-            shape = tuple(layer.data.shape)
+            shape = tuple(layer.data[0].shape if layer.multiscale else layer.data.shape)
             if layer.rgb:
                 msg = "RGB image: convert it to one channel first (right-click > Split RGB)."
             elif layer.ndim == 2:
                 msg = f"{shape[0]} × {shape[1]} image"
-            if _is_stm_scan(layer) and not layer.rgb:
-                # Raw STM scans carry a tilt and scan-line offsets; unflattened,
-                # the FeSe test scan gave motifs that were mostly the tilt.
-                self._flatten.value = True
-                msg += " (STM scan: flattening on)"
             elif layer.ndim == 3:
                 msg = f"stack of {shape[0]} × {shape[1]} × {shape[2]}"
             else:
                 msg = f"{layer.ndim}-D data: only 2-D images and 3-D stacks are supported."
+            if _is_stm_scan(layer) and not layer.rgb and layer.ndim in (2, 3):
+                # Raw STM scans carry a tilt and scan-line offsets; unflattened,
+                # the FeSe test scan gave motifs that were mostly the tilt.
+                if picked:
+                    self._flatten.value = True
+                if self._flatten.value:
+                    msg += " (STM scan: flattening on)"
         self._info.value = msg
         self._update_visibility()
 
