@@ -364,3 +364,34 @@ def test_unticking_flatten_for_a_scan_sticks_when_layers_change(viewer_widget, s
     viewer.layers["roi"].name = "roi 2"
     assert widget._image.value is viewer.layers["Z (fwd)"]
     assert widget._flatten.value is False
+
+
+@pytest.mark.parametrize(
+    "saved",
+    [
+        '{"stack_mode": "energies", "kernel_size": 15}',  # a choice an older version had
+        '{"kernel_size": 200, "n_motifs": 3}',  # out of the spin box's range
+        '{"kernel_size": true, "lam": 50, "seed": -1, "n_motifs": 3}',
+        '{"region_mode": "polygon", "max_iter": "many", "positive": 1}',
+        "{not json",
+    ],
+)
+def test_widget_opens_with_old_or_corrupt_settings(make_napari_viewer, saved):
+    import os
+    from pathlib import Path
+
+    from napari_sasd.settings import DEFAULTS, load_settings
+    from napari_sasd.widget import SasdWidget
+
+    cfg = Path(os.environ["NAPARI_SASD_CONFIG_DIR"])
+    cfg.mkdir(parents=True, exist_ok=True)
+    (cfg / "widget.json").write_text(saved)
+    s = load_settings()
+    widget = SasdWidget(make_napari_viewer())
+    # Valid entries are still used, the others fall back to the defaults.
+    assert widget._values() == s
+    assert s["stack_mode"] == "cube" and s["region_mode"] == "whole"
+    assert s["kernel_size"] in (DEFAULTS["kernel_size"], 15)
+    assert s["positive"] is True and s["lam"] == DEFAULTS["lam"] and s["seed"] == 0
+    if "n_motifs" in saved:
+        assert s["n_motifs"] == 3

@@ -2,8 +2,9 @@
 
 A small JSON file in the user's config directory (``platformdirs``), or in
 ``$NAPARI_SASD_CONFIG_DIR`` when set (tests use it to stay out of the real one).
-Unknown keys and unreadable files are ignored: settings are a convenience and
-must never stop the widget from opening.
+Unknown keys, unreadable files and values the widget cannot take (out of
+range, a choice an older version offered) are ignored: settings are a
+convenience and must never stop the widget from opening.
 """
 
 from __future__ import annotations
@@ -30,6 +31,38 @@ DEFAULTS: dict[str, Any] = {
     "with_reconstruction": False,
     "keep_previous": False,
 }
+#: Ranges of the numeric parameters (the widget's spin boxes use them too).
+LIMITS: dict[str, tuple[float, float]] = {
+    "kernel_size": (3, 99),
+    "n_motifs": (1, 8),
+    "lam": (1e-4, 10.0),
+    "max_iter": (0, 100000),
+    "seed": (0, 2**31 - 1),
+}
+#: Values of the drop-down parameters (the widget's combo boxes).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "stack_mode": ("cube", "slice"),
+    "region_mode": ("whole", "shapes", "view"),
+    "mask_mode": ("exclude", "include"),
+}
+
+
+def _valid(key: str, value: Any) -> Any:
+    """``value`` in the type of ``DEFAULTS[key]`` if the widget can take it, else None."""
+    default = DEFAULTS[key]
+    if isinstance(value, bool) != isinstance(default, bool):
+        return None  # JSON true is not a motif size, 1 is not a tick
+    if isinstance(default, float) and isinstance(value, int):
+        value = float(value)
+    if not isinstance(value, type(default)):
+        return None
+    if key in LIMITS:
+        lo, hi = LIMITS[key]
+        if not lo <= value <= hi:
+            return None
+    if key in CHOICES and value not in CHOICES[key]:
+        return None
+    return value
 
 
 def settings_path() -> Path:
@@ -45,7 +78,7 @@ def settings_path() -> Path:
 
 
 def load_settings() -> dict[str, Any]:
-    """Saved parameters over :data:`DEFAULTS` (wrong types fall back to defaults)."""
+    """Saved parameters over :data:`DEFAULTS` (invalid values fall back to defaults)."""
     out = dict(DEFAULTS)
     try:
         saved = json.loads(settings_path().read_text())
@@ -53,10 +86,8 @@ def load_settings() -> dict[str, Any]:
         return out
     if isinstance(saved, dict):
         for k, v in saved.items():
-            if k in DEFAULTS and isinstance(v, type(DEFAULTS[k])):
+            if k in DEFAULTS and (v := _valid(k, v)) is not None:
                 out[k] = v
-            elif k in DEFAULTS and isinstance(DEFAULTS[k], float) and isinstance(v, int):
-                out[k] = float(v)
     return out
 
 

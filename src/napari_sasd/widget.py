@@ -44,7 +44,7 @@ from .layers import (
 )
 from .peaks import default_threshold, find_defects
 from .result import SolveProgress, SolveResult
-from .settings import load_settings, save_settings
+from .settings import LIMITS, load_settings, save_settings
 from .worker import SolveRunner
 
 REGION_CHOICES = [
@@ -204,16 +204,16 @@ class SasdWidget(QWidget):
         # --- parameters ----------------------------------------------------
         self._k = SpinBox(
             label="Motif size (px)",
-            min=3,
-            max=99,
+            min=LIMITS["kernel_size"][0],
+            max=LIMITS["kernel_size"][1],
             value=s["kernel_size"],
             tooltip="Height and width of a motif in pixels: a bit larger than one defect "
             "signature, including its halo.",
         )
         self._n = SpinBox(
             label="Number of motifs",
-            min=1,
-            max=8,
+            min=LIMITS["n_motifs"][0],
+            max=LIMITS["n_motifs"][1],
             value=s["n_motifs"],
             tooltip="How many different kinds of defect to look for.",
         )
@@ -224,8 +224,8 @@ class SasdWidget(QWidget):
         )
         self._lam = FloatSpinBox(
             label="λ (sparsity)",
-            min=1e-4,
-            max=10.0,
+            min=LIMITS["lam"][0],
+            max=LIMITS["lam"][1],
             step=0.01,
             value=s["lam"],
             enabled=not s["auto_lam"],
@@ -251,8 +251,8 @@ class SasdWidget(QWidget):
         )
         self._max_iter = SpinBox(
             label="Iteration budget",
-            min=0,
-            max=100000,
+            min=LIMITS["max_iter"][0],
+            max=LIMITS["max_iter"][1],
             step=50,
             value=s["max_iter"],
             tooltip="Maximum number of iterations (0 = the solver's default). Lower it for a "
@@ -260,8 +260,8 @@ class SasdWidget(QWidget):
         )
         self._seed = SpinBox(
             label="Random seed",
-            min=0,
-            max=2**31 - 1,
+            min=LIMITS["seed"][0],
+            max=LIMITS["seed"][1],
             value=s["seed"],
             tooltip="Seed of the random start: the same seed gives the same result.",
         )
