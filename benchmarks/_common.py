@@ -114,8 +114,9 @@ def run_sasd(
 ) -> dict[str, Any]:
     """One napari-sasd solve with default settings; time, scores, memory.
 
-    ``peaks=False`` skips precision/recall: ``metrics.precision_recall`` builds
-    the full found x true distance matrix (13 GB at 2048^2)."""
+    ``peaks=False`` skips precision/recall (it once needed a dense found x
+    true distance matrix, 13 GB at 2048^2; ``metrics.precision_recall`` now
+    uses a k-d tree, so every size is scored by default)."""
     data = problem(size, n, k, noise, seed)
     rss0 = _maxrss_mb()
     t0 = time.perf_counter()

@@ -1,13 +1,25 @@
 """How close one solver iteration is to the cost of its FFTs, and how the solve scales.
 
-Part 1 (FFT bound). For each configuration, one joint-stage iteration
-(``_Solver._step`` on the lifted support, whole image) is run once with
-``scipy.fft`` inside ``napari_sasd.convolution`` replaced by a recorder, which
-lists every transform the iteration makes (function, input shape, dtype,
-length/axis arguments). Exactly those calls are then timed alone on arrays of
-the same shapes and dtypes (float32 / complex64): their sum is the FFT bound
-of an iteration. It is compared with the measured time of ``_step`` (median
-over repeated steps after a warm-up).
+Part 1 (FFT bound). For each configuration, one default solve is run and
+every joint-stage iteration (``_Solver._step`` of the top-level solver on the
+whole image, lifted support, motifs updated) is timed, with ``scipy.fft``
+inside ``napari_sasd.convolution`` replaced by a recorder that lists each
+transform the iteration makes (function, input shape, dtype, length/axis and
+workers arguments) and the ``ConvOperator`` methods counted (``fft_x`` calls
+are the backtracking trials of the activation step, which vary per
+iteration). Every distinct transform is then timed alone on arrays of the same
+shape and dtype (float32 / complex64); the sum over an iteration's transforms
+is its FFT bound. Reported: transforms and trials per iteration, mean FFT
+bound, mean and median measured iteration, and total time / total bound.
+
+Per iteration the current ``_step`` makes: activation step -- the image of
+the extrapolated point (irfft2), the spectrum of its residual (rfft2), the
+gradient (irfft2), and per backtracking trial the spectrum of the new
+activations (rfft2) and the image for their residual (irfft2); motif step --
+the residual's spectrum (rfft2), the partial ``grad_kernel`` (ifft over rows,
+irfft of the kept rows), the partial ``fft_kernel`` of the direction (rfft of
+the k rows, fft over rows) and the line-search image (one irfft2 batched over
+the motifs when N > 1, one in total when N = 1): 9 + 2 x trials.
 
 Part 2 (scaling). One motif, k = 12, a fixed iteration budget
 (``max_iter``), images from 256^2 to 2048^2: wall time and peak resident memory
@@ -15,7 +27,7 @@ of the solve, each in its own process; ``time / (P log2 P)`` (P pixels) stays
 about constant for n log n growth.
 
     python benchmarks/bench_fft_bound.py               # both parts
-    python benchmarks/bench_fft_bound.py --profile     # + cProfile of _step (512^2, 2 motifs)
+    python benchmarks/bench_fft_bound.py --profile     # + cProfile of the 512^2 / 2-motif steps
     python benchmarks/bench_fft_bound.py --no-scaling --configs 256:1:12
 """
 
@@ -66,26 +78,82 @@ def _posargs(name: str, args: tuple) -> dict[str, Any]:
     return dict(zip(keys, args, strict=False))
 
 
-def make_solver(size: int, n: int, k: int, seed: int = 0) -> tuple[_Solver, float]:
-    """A solver on the joint-stage operator (lifted support, whole image)."""
+def _signature(name: str, shape: tuple, dtype: np.dtype, kw: dict) -> tuple:
+    return (name, tuple(shape), np.dtype(dtype).str, tuple(sorted(kw.items())))
+
+
+OP_METHODS = ("fft_x", "fft_kernel", "image", "fft_residual", "grad_x", "grad_kernel")
+
+
+def joint_steps(
+    size: int, n: int, k: int, seed: int = 0, profiler: cProfile.Profile | None = None
+) -> dict[str, Any]:
+    """Run one default solve and instrument its joint-stage iterations.
+
+    Every call of ``_Solver._step`` made by the top-level solver on the whole
+    image, with motif updates and on the lifted support (the joint refinement,
+    not discovery, the activations-only settle, the polish or the debias), is
+    timed, and the transforms it makes are recorded through ``scipy.fft``
+    inside ``convolution.py``, together with how often each ``ConvOperator``
+    method was called (``fft_x`` calls = backtracking trials).
+    """
     data = problem(size, n, k, 0.05, seed)
     prob = prepare(data.image, k, n, None, None, None, None)
-    s = _Solver(prob, True, seed, None, 1e-4, 0.8, -1)
-    s.b = np.zeros(prob.n_channels)
-    s.support = None
-    wins = s._windows(s.y, n, [])
-    lam = 0.1 * s._lam_max(s._lift(), wins)
-    return s, lam
-
-
-def record_step(s: _Solver, lam: float) -> list:
+    top = _Solver(prob, True, seed, None, 1e-4, 0.8, None)
     rec = _Recorder(convolution.fft)
-    convolution.fft = rec
+    counts: dict[str, int] = dict.fromkeys(OP_METHODS, 0)
+    active = [False]
+    orig_step = _Solver._step
+    orig_ops = {m: getattr(convolution.ConvOperator, m) for m in OP_METHODS}
+
+    def counted(name: str, f: Any) -> Any:
+        def g(*a: Any, **kw: Any) -> Any:
+            if active[0]:
+                counts[name] += 1
+            return f(*a, **kw)
+
+        return g
+
+    times: list[float] = []
+    calls: list = []
+    L: list[tuple[int, int] | None] = [None]
+
+    def step(self: _Solver, lam: float) -> tuple[float, float]:
+        joint = self is top and not self.fixed_motifs and self.support is None
+        if not joint:
+            return orig_step(self, lam)
+        rec.calls = []
+        L[0] = self.op.L
+        active[0] = True
+        convolution.fft = rec
+        if profiler is not None:
+            profiler.enable()
+        t0 = time.perf_counter()
+        try:
+            return orig_step(self, lam)
+        finally:
+            times.append(time.perf_counter() - t0)
+            if profiler is not None:
+                profiler.disable()
+            convolution.fft = rec._mod
+            active[0] = False
+            calls.append(rec.calls)
+
+    _Solver._step = step
+    for m, f in orig_ops.items():
+        setattr(convolution.ConvOperator, m, counted(m, f))
     try:
-        s._step(lam)
+        gen = top.run({})
+        while True:
+            try:
+                next(gen)
+            except StopIteration:
+                break
     finally:
-        convolution.fft = rec._mod
-    return rec.calls
+        _Solver._step = orig_step
+        for m, f in orig_ops.items():
+            setattr(convolution.ConvOperator, m, f)
+    return {"times": times, "calls": calls, "counts": counts, "L": L[0]}
 
 
 def time_call(name: str, shape: tuple, dtype: np.dtype, kw: dict, reps: int) -> float:
@@ -103,41 +171,61 @@ def time_call(name: str, shape: tuple, dtype: np.dtype, kw: dict, reps: int) -> 
     return float(np.median(ts))
 
 
-def fft_bound(configs: list[tuple[int, int, int]], reps: int) -> None:
+def fft_bound(configs: list[tuple[int, int, int]], reps: int, profile: str | None) -> None:
     rows = []
     for size, n, k in configs:
-        s, lam = make_solver(size, n, k)
-        for _ in range(3):  # warm-up, activations leave zero
-            s._step(lam)
-        calls = record_step(s, lam)
-        t_fft = 0.0
-        kinds = []
-        for name, shape, dtype, kw in calls:
-            t = time_call(name, shape, dtype, kw, reps)
-            t_fft += t
-            extra = {a: v for a, v in kw.items() if a != "workers"}
-            kinds.append(f"{name}{list(shape)}{'' if not extra else extra}: {1e3 * t:.2f} ms")
-        ts = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            s._step(lam)
-            ts.append(time.perf_counter() - t0)
-        t_it = float(np.median(ts))
-        print(f"{size}^2 n={n} k={k} L={s.op.L}, {len(calls)} transforms per iteration:")
-        for line in kinds:
-            print("   ", line)
+        pr = cProfile.Profile() if profile == f"{size}:{n}:{k}" else None
+        j = joint_steps(size, n, k, profiler=pr)
+        n_it = len(j["times"])
+        # Time each distinct transform (function, shape, dtype, arguments) alone.
+        sig_t: dict[tuple, float] = {}
+        sig_n: dict[tuple, int] = {}
+        t_fft = []
+        for it_calls in j["calls"]:
+            t = 0.0
+            for name, shape, dtype, kw in it_calls:
+                sig = _signature(name, shape, dtype, kw)
+                if sig not in sig_t:
+                    sig_t[sig] = time_call(name, shape, dtype, kw, reps)
+                sig_n[sig] = sig_n.get(sig, 0) + 1
+                t += sig_t[sig]
+            t_fft.append(t)
+        per_it = {m: c / n_it for m, c in j["counts"].items()}
+        n_tr = sum(len(c) for c in j["calls"]) / n_it
+        print(
+            f"{size}^2 n={n} k={k} L={j['L']}: {n_it} joint-stage iterations, "
+            f"{n_tr:.2f} transforms per iteration; ConvOperator calls per iteration: "
+            + ", ".join(f"{m} {v:.2f}" for m, v in per_it.items())
+        )
+        for sig, c in sorted(sig_n.items(), key=lambda kv: -kv[1] * sig_t[kv[0]]):
+            name, shape, _, kw = sig
+            extra = {a: v for a, v in kw if a != "workers"}
+            print(
+                f"    {name}{list(shape)}{extra or ''} workers={dict(kw).get('workers')}: "
+                f"{c / n_it:.2f} per iteration x {1e3 * sig_t[sig]:.2f} ms"
+            )
+        t_it = np.asarray(j["times"])
+        t_b = np.asarray(t_fft)
         rows.append(
             [
                 f"{size}^2",
                 n,
                 k,
-                f"{s.op.L[0]}x{s.op.L[1]}",
-                len(calls),
-                1e3 * t_fft,
-                1e3 * t_it,
-                t_it / t_fft,
+                f"{j['L'][0]}x{j['L'][1]}",
+                n_it,
+                per_it["fft_x"],
+                n_tr,
+                1e3 * float(t_b.mean()),
+                1e3 * float(t_it.mean()),
+                1e3 * float(np.median(t_it)),
+                float(t_it.sum() / t_b.sum()),
             ]
         )
+        if pr is not None:
+            buf = io.StringIO()
+            pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(16)
+            print(f"cProfile of the {n_it} joint-stage _Solver._step calls (tottime):")
+            print("\n".join(buf.getvalue().splitlines()[:44]))
     print()
     print(
         table(
@@ -146,38 +234,29 @@ def fft_bound(configs: list[tuple[int, int, int]], reps: int) -> None:
                 "motifs",
                 "k",
                 "FFT size L",
-                "transforms",
-                "FFT bound (ms)",
-                "measured iteration (ms)",
-                "ratio",
+                "joint iterations",
+                "backtracking trials / it.",
+                "transforms / it.",
+                "FFT bound (ms / it.)",
+                "measured (ms / it., mean)",
+                "measured (median)",
+                "ratio (mean / bound)",
             ],
             rows,
         )
     )
-
-
-def profile_step(size: int, n: int, k: int, steps: int) -> None:
-    s, lam = make_solver(size, n, k)
-    for _ in range(3):
-        s._step(lam)
-    pr = cProfile.Profile()
-    pr.enable()
-    for _ in range(steps):
-        s._step(lam)
-    pr.disable()
-    buf = io.StringIO()
-    pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(14)
-    print(f"cProfile of {steps} x _Solver._step at {size}^2, {n} motif(s), k={k} (tottime):")
-    print("\n".join(buf.getvalue().splitlines()[:40]))
+    print(
+        "\nFFT bound: the transforms each iteration made, each timed alone on arrays "
+        "of the same shape, dtype and arguments (incl. workers), summed. Ratio: total "
+        "time of the joint-stage steps over their total FFT bound."
+    )
 
 
 def scaling(sizes: list[int], max_iter: int, seed: int) -> None:
     rows = []
     base = None
     for size in sizes:
-        r = in_subprocess(
-            run_sasd, size=size, n=1, k=12, noise=0.05, seed=seed, max_iter=max_iter, peaks=False
-        )
+        r = in_subprocess(run_sasd, size=size, n=1, k=12, noise=0.05, seed=seed, max_iter=max_iter)
         P = size * size
         norm = r["time"] / (P * np.log2(P))
         base = norm if base is None else base
@@ -191,6 +270,8 @@ def scaling(sizes: list[int], max_iter: int, seed: int) -> None:
                 r["rss_mb"],
                 r["drss_mb"],
                 min(r["sims"]),
+                r["prec"],
+                r["rec"],
             ]
         )
         print(f"  {size}^2: {r['time']:.2f} s, {r['n_iter']} iterations", flush=True)
@@ -206,6 +287,8 @@ def scaling(sizes: list[int], max_iter: int, seed: int) -> None:
                 "peak RSS (MB)",
                 "solve RSS delta (MB)",
                 "min sim",
+                "precision",
+                "recall",
             ],
             rows,
         )
@@ -230,10 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     print(f"napari-sasd commit {git_commit()}")
     configs = [tuple(int(v) for v in c.split(":")) for c in args.configs]
-    fft_bound(configs, args.reps)
-    if args.profile:
-        print()
-        profile_step(512, 2, 12, 20)
+    fft_bound(configs, args.reps, "512:2:12" if args.profile else None)
     if not args.no_scaling:
         print()
         scaling(args.sizes, args.max_iter, 0)

@@ -7,7 +7,7 @@ minimum similarity, the number of seeds with every motif >= 0.99, and the
 median peak precision/recall (2 px). Targets: 256^2 / 1 motif well under 2 s,
 512^2 / 2 motifs under 10 s.
 
-    python benchmarks/bench_solver.py                 # 5 seeds
+    python benchmarks/bench_solver.py                 # 10 seeds
     python benchmarks/bench_solver.py --seeds 0 1 --sizes 256
 """
 
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     ap.add_argument("--motifs", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     ap.add_argument("-k", type=int, default=12)
     ap.add_argument("--noise", type=float, default=0.05)
     args = ap.parse_args(argv)
