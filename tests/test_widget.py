@@ -395,3 +395,11 @@ def test_widget_opens_with_old_or_corrupt_settings(make_napari_viewer, saved):
     assert s["positive"] is True and s["lam"] == DEFAULTS["lam"] and s["seed"] == 0
     if "n_motifs" in saved:
         assert s["n_motifs"] == 3
+
+
+def test_lambda_box_keeps_small_values(viewer_widget):
+    _viewer, widget = viewer_widget
+    widget._lam.value = 0.0034  # e.g. the automatic lambda of the last run
+    assert widget._lam.value == pytest.approx(0.0034)
+    widget._lam.native.setValue(0.0)  # typed or spun down by the user
+    assert widget._lam.value > 0  # the solver refuses lambda = 0

@@ -232,6 +232,11 @@ class SasdWidget(QWidget):
             tooltip="Larger λ: fewer, stronger copies are kept (sparser maps); smaller: more "
             "faint copies, more noise. Normalised units, so a value carries over between images.",
         )
+        # Qt's default 2 decimals round a small automatic lambda (copied here
+        # after a run) and the minimum to 0.00, which the solver refuses.
+        self._lam.native.setDecimals(4)
+        self._lam.min = LIMITS["lam"][0]
+        self._lam.value = s["lam"]
         self._lam_used = Label(value="")
         self._positive = CheckBox(
             text="Non-negative activations",
