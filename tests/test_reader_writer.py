@@ -194,3 +194,21 @@ def test_napari_builtin_writers_cover_single_layers(tmp_path):
     img = Layer.create(np.asarray(res.kernels, np.float32), {"name": "motifs"}, "image")
     img.save(str(tmp_path / "k.tif"), plugin="napari")
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "k.tif"), res.kernels.astype("f4"))
+
+
+def test_write_bundle_refuses_layers_of_two_runs(tmp_path):
+    """With 'Keep previous results' two runs share a source: never mix them in one bundle."""
+    from napari_sasd.layers import result_layer_data
+
+    tuples = []
+    for run_id, seed in (("first", 1), ("second", 2)):
+        res = truth_result(seed=seed)
+        tuples += result_layer_data(
+            res, find_defects(res.activations), source="img", region=(0, 0, 64, 80), run_id=run_id
+        )
+    layers = [ly.as_layer_data_tuple() for ly in _layers(tuples)]
+    with pytest.raises(ValueError, match="2 different runs") as e:
+        write_bundle(str(tmp_path / "mixed"), layers)
+    assert "\n" not in str(e.value) and not (tmp_path / "mixed.sasd").exists()
+    # One run's layers alone are fine.
+    assert write_bundle(str(tmp_path / "one"), layers[: len(layers) // 2])

@@ -91,6 +91,15 @@ def write_bundle(path: str, layer_data: list[tuple[Any, dict, str]]) -> list[str
         else:
             continue
         metas.append(m)
+    runs = list(dict.fromkeys(m.get("run_id") for m in metas if m.get("run_id") is not None))
+    if len(runs) > 1:
+        # e.g. 'Save All Layers' with 'Keep previous results': one run's maps
+        # would silently be saved with another run's record and defects.
+        raise BundleError(
+            out,
+            f"the selected layers come from {len(runs)} different runs: select the result "
+            "layers of one run only",
+        )
     if not acts:
         raise BundleError(
             out,
