@@ -137,3 +137,14 @@ def test_not_a_bundle(tmp_path):
     with pytest.raises(BundleError) as e:
         load_bundle(d)
     assert "\n" not in str(e.value) and "empty.sasd" in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["motifs.tif", "activations.tif"])
+def test_corrupt_tiff_in_bundle_is_a_one_line_error(tmp_path, caplog, name):
+    path = save_bundle(tmp_path / "run", truth_result())
+    (path / name).write_bytes(b"II*\x00garbage")  # tifffile reads this as an empty array
+    with pytest.raises(BundleError) as e:
+        load_bundle(path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: ") and name in msg and "\n" not in msg
+    assert not [r for r in caplog.records if r.name == "tifffile"]

@@ -197,3 +197,14 @@ def test_nanonis_inputs_and_channel_choice(tmp_path, capsys):
     assert main(["solve", str(tmp_path / "s.sxm"), "--channel", "nope", *fast]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"{tmp_path / 's.sxm'}: no channel 'nope'; available: Z (fwd)")
+
+
+def test_corrupt_tiff_says_so_without_a_log_line(tmp_path, caplog):
+    from napari_sasd.imageio import ImageReadError, read_image
+
+    p = tmp_path / "broken.tif"
+    p.write_bytes(b"II*\x00garbage")
+    with pytest.raises(ImageReadError) as e:
+        read_image(p)
+    assert str(e.value).startswith(f"{p}: cannot read") and "corrupt" in str(e.value)
+    assert not [r for r in caplog.records if r.name == "tifffile"]

@@ -25,8 +25,10 @@ activation maps (what :func:`napari_sasd.find_defects` returns).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -142,6 +144,18 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, os.PathLike):
         return os.fspath(x)
     return x
+
+
+@contextlib.contextmanager
+def quiet_tifffile():
+    """Silence tifffile's log warnings: a corrupt file is reported once, as an error."""
+    log = logging.getLogger("tifffile")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def bundle_path(path: str | os.PathLike[str]) -> Path:
@@ -356,8 +370,9 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise BundleError(p, "record.json is not a napari-sasd bundle record")
     try:
-        kernels = tifffile.imread(p / "motifs.tif")
-        activations = tifffile.imread(p / "activations.tif")
+        with quiet_tifffile():
+            kernels = tifffile.imread(p / "motifs.tif")
+            activations = tifffile.imread(p / "activations.tif")
     except (OSError, ValueError, tifffile.TiffFileError) as exc:
         raise BundleError(p, f"cannot read the TIFF files: {exc}") from None
     # tifffile keeps the written shape (its 'shaped' description); a 2-D file
@@ -366,6 +381,15 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
         kernels = kernels[None]
     if activations.ndim == 2:
         activations = activations[None]
+    # A corrupt TIFF can read as an empty array rather than fail.
+    if kernels.ndim not in (3, 4) or kernels.size == 0:
+        raise BundleError(p, f"motifs.tif is corrupt or not motifs (shape {kernels.shape})")
+    if activations.ndim != 3 or activations.size == 0:
+        raise BundleError(p, f"activations.tif is corrupt or not maps (shape {activations.shape})")
+    if len(kernels) != len(activations):
+        raise BundleError(
+            p, f"motifs.tif has {len(kernels)} motifs but activations.tif {len(activations)} maps"
+        )
     region = record.get("region") or [0, 0, *activations.shape[-2:]]
     defects = _read_defects(p, region)
     return Bundle(kernels, activations, defects, record, p)

@@ -178,7 +178,10 @@ def read_image(path: str | os.PathLike[str], channel: str | None = None) -> Load
         if suffix in (".tif", ".tiff"):
             import tifffile
 
-            arr = tifffile.imread(p)
+            from .bundle import quiet_tifffile
+
+            with quiet_tifffile():
+                arr = tifffile.imread(p)
         elif suffix == ".npy":
             arr = np.load(p, allow_pickle=False)
         else:
@@ -191,6 +194,8 @@ def read_image(path: str | os.PathLike[str], channel: str | None = None) -> Load
     except Exception as exc:  # e.g. PIL.UnidentifiedImageError, tifffile.TiffFileError
         raise ImageReadError(p, f"cannot read: {type(exc).__name__}: {exc}") from None
     arr = np.asarray(arr)
+    if arr.size == 0:  # tifffile returns an empty array for some corrupt files
+        raise ImageReadError(p, "cannot read: no image data (corrupt or truncated file?)")
     if arr.dtype.kind not in "biuf":
         raise ImageReadError(p, f"unsupported data type {arr.dtype}")
     arr = np.squeeze(arr)
