@@ -144,3 +144,18 @@ def test_metadata_role_is_checked():
 
     with pytest.raises(ValueError, match="role"):
         result_metadata("bogus", _result(), region=(0, 0, 1, 1), source="x")
+
+
+def test_defects_metadata_records_both_thresholds():
+    res = _result()
+    tuples = result_layer_data(
+        res,
+        find_defects(res.activations, 0.3, relative=True),
+        source="img",
+        region=(0, 0, 40, 50),
+        threshold=0.3 * float(res.activations.max()),
+        threshold_relative=0.3,
+    )
+    meta = next(kw["metadata"]["napari_sasd"] for _, kw, t in tuples if t == "points")
+    assert meta["threshold_relative"] == 0.3
+    assert meta["threshold"] == pytest.approx(0.3 * float(res.activations.max()))

@@ -293,7 +293,15 @@ def result_layer_data(
             )
         )
     out.append(
-        defects_layer_data(defects, result, scale=s2, translate=t2, threshold=threshold, **common)
+        defects_layer_data(
+            defects,
+            result,
+            scale=s2,
+            translate=t2,
+            threshold=threshold,
+            threshold_relative=threshold_relative,
+            **common,
+        )
     )
     if with_reconstruction:
         rec = np.asarray(result.reconstruction, np.float32)
