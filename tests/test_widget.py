@@ -403,3 +403,29 @@ def test_lambda_box_keeps_small_values(viewer_widget):
     assert widget._lam.value == pytest.approx(0.0034)
     widget._lam.native.setValue(0.0)  # typed or spun down by the user
     assert widget._lam.value > 0  # the solver refuses lambda = 0
+
+
+def test_failed_run_clears_the_unfinished_preview(viewer_widget, qtbot, small_image, monkeypatch):
+    import napari.utils.notifications as notifications
+
+    import napari_sasd
+    from napari_sasd.result import SolveProgress
+
+    def broken(image, *args, **kwargs):
+        k = np.ones((2, 1, K, K))
+        yield SolveProgress(0, 1, 1, 10, 1.0, 0.1, k[:, 0])
+        time.sleep(1.0)  # the preview is shown meanwhile
+        raise ValueError("diverged")
+
+    monkeypatch.setattr(napari_sasd, "iter_solve", broken)
+    monkeypatch.setattr(notifications, "show_error", lambda msg: None)
+    viewer, widget = viewer_widget
+    viewer.add_image(small_image.image, name="img")
+    _setup(widget)
+    with qtbot.waitSignal(widget.run_finished, timeout=10_000) as blocker:
+        assert widget.run()
+        qtbot.waitUntil(lambda: len(widget.gallery.images) == 2, timeout=5_000)
+    assert blocker.args == ["error"]
+    # No result: the gallery must not show the failed run's motifs as if found.
+    assert widget.gallery.images == [] and widget.progress.value() == 0
+    assert "diverged" in widget._status.value

@@ -699,9 +699,10 @@ class SasdWidget(QWidget):
             self.progress.setValue(1000)
             conv = "converged" if r.converged else "iteration budget reached"
             self._status.value = f"Done: {r.n_iter} iterations ({conv})."
-        elif state == "cancelled":
+        elif state in ("cancelled", "error"):
             self.progress.setValue(0)
-            self._status.value = "Cancelled."
+            if state == "cancelled":
+                self._status.value = "Cancelled."
             # The preview showed unfinished motifs: back to the last result.
             if self.result is not None:
                 self._refresh_gallery()
