@@ -429,3 +429,15 @@ def test_failed_run_clears_the_unfinished_preview(viewer_widget, qtbot, small_im
     # No result: the gallery must not show the failed run's motifs as if found.
     assert widget.gallery.images == [] and widget.progress.value() == 0
     assert "diverged" in widget._status.value
+
+
+def test_source_removed_during_run_adds_no_layers(viewer_widget, qtbot, small_image):
+    viewer, widget = viewer_widget
+    viewer.add_image(small_image.image, name="img")
+    viewer.add_image(small_image.image, name="other")
+    _setup(widget, max_iter=60)
+    widget._image.value = viewer.layers["img"]
+    with qtbot.waitSignal(widget.run_finished, timeout=60_000):
+        assert widget.run()
+        viewer.layers.remove("img")
+    assert _names(viewer) == ["other"]

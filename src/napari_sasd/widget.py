@@ -646,6 +646,14 @@ class SasdWidget(QWidget):
     def _on_result(self, result: SolveResult) -> None:
         ctx = self._pending
         assert ctx is not None
+        if ctx.source not in self.viewer.layers:
+            # The source was deleted while the solver ran: results aligned
+            # with a layer that is gone would only confuse; drop them.
+            from napari.utils.notifications import show_warning
+
+            show_warning(f"napari-sasd: '{ctx.source.name}' was removed; results discarded.")
+            self._status.value = "Source layer removed during the run: results discarded."
+            return
         self.result, self.context = result, ctx
         acts = result.activations
         top = float(acts.max(initial=0.0))
