@@ -102,7 +102,9 @@ def solve(
     seed : int
         Random seed (re-seeding collapsed motifs); results are deterministic.
     max_iter : int, optional
-        Iteration budget over all stages; default about 300-400.
+        Iteration budget over all stages, split among them in the default
+        proportions; default: about 150-250 for one motif, 200 more per extra
+        motif (each iteration costs about eight FFTs of the padded image).
     init_kernels : ndarray, optional
         Warm start: motifs of a previous result, ``(n_motifs, kh, kw)`` (or
         ``(n_motifs, C, kh, kw)``). Skips the data initialisation and most of
