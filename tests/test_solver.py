@@ -205,3 +205,15 @@ def test_core_does_not_import_qt_or_napari():
         "'PySide2','PySide6','magicgui')]; print(bad); assert not bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_seed_changes_the_start_but_still_recovers():
+    d = make_synthetic((128, 128), 10, 2, noise=0.02, seed=11)
+    sims = []
+    kernels = []
+    for seed in (0, 5):
+        res = napari_sasd.solve(d.image, 10, 2, seed=seed)
+        sims.append(match_motifs(res.kernels, d.kernels)[0].min())
+        kernels.append(res.kernels)
+    assert not np.array_equal(kernels[0], kernels[1])  # the seed is used
+    assert min(sims) >= 0.95, sims

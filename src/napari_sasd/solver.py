@@ -100,7 +100,9 @@ def solve(
     mask : ndarray of bool, optional
         ``(H, W)`` True where a pixel is observed; False pixels are ignored.
     seed : int
-        Random seed (re-seeding collapsed motifs); results are deterministic.
+        0 (default) starts from the most energetic, most distinct data
+        windows; another seed jitters that choice, for a different start when
+        a result looks wrong. Results are deterministic for a given seed.
     max_iter : int, optional
         Iteration budget over all stages, split among them in the default
         proportions; default: about 150-250 for one motif, 200 more per extra
@@ -202,6 +204,7 @@ class _Solver:
     ) -> None:
         self.p = prob
         self.positive = positive
+        self.seed = int(seed)
         self.rng = np.random.default_rng(seed)
         self.tol = tol
         self.shrink = shrink
@@ -250,6 +253,10 @@ class _Solver:
                 e * (1 - max((shift_invariant_similarity(w, c) for c in ref), default=0.0)) ** 2
                 for w, e in zip(wins, ens_a, strict=True)
             ]
+            if self.seed:
+                # Another seed, another start: jitter the scores so a user
+                # can try different data windows when a result looks wrong.
+                score = np.asarray(score) * self.rng.uniform(0.3, 1.0, len(score))
             best = int(np.argmax(score))
             chosen.append(wins[best])
         return chosen
@@ -576,7 +583,10 @@ class _Solver:
                 kernel_size=self.k, n_motifs=1, lam=lam, channel_axis=p.channel_axis,
                 image_shape=resid.shape, init_kernels=None,
             )  # fmt: skip
-            sub = _Solver(sub_p, self.positive, 0, None, self.tol, self.shrink, self.workers)
+            sub_seed = self.seed + 1000 * n if self.seed else 0
+            sub = _Solver(
+                sub_p, self.positive, sub_seed, None, self.tol, self.shrink, self.workers
+            )
             sub.n_stages, sub.total, sub.stage0 = self.n_stages, self.total, self.stage0
             sub.iteration = self.iteration
             init = None if again is None else found[n]
