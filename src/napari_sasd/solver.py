@@ -48,10 +48,7 @@ AUTO_LAM_NOISE = 2.5
 COLLAPSE_SIMILARITY = 0.85
 #: Default iterations: per early continuation stage, last lifted stage, polish
 #: on the k x k support, amplitude refit (debias).
-#: One motif converges in far fewer iterations (measured: same similarity at
-#: 256^2 with half the budget); several motifs need the longer joint stage.
 STAGE_ITERS = (8, 100, 30, 20)
-STAGE_ITERS_SINGLE = (5, 40, 15, 10)
 #: Activation step: grows by this factor per iteration until backtracking
 #: stops it, at most this many times the global 1/Lipschitz step.
 BACKTRACK_GROW = 1.5
@@ -651,7 +648,7 @@ class _Solver:
         joint = [lam] if settle else full
         # Iteration budget: short early stages, a longer stage at the target
         # lambda, then the polish on the k x k support.
-        early, final, polish, debias = STAGE_ITERS if N > 1 else STAGE_ITERS_SINGLE
+        early, final, polish, debias = STAGE_ITERS
         disc_final = DISCOVERY_FINAL
         if discover and max(H, W) > DISCOVERY_SIZE:
             # Motifs learnt on a crop need little more on the whole image,
