@@ -217,3 +217,20 @@ def test_seed_changes_the_start_but_still_recovers():
         kernels.append(res.kernels)
     assert not np.array_equal(kernels[0], kernels[1])  # the seed is used
     assert min(sims) >= 0.95, sims
+
+
+def test_progress_previews_keep_found_motifs_while_refitting():
+    d = make_synthetic((96, 96), 8, 2, noise=0.02, seed=12)
+    gen = napari_sasd.iter_solve(d.image, 8, 2, max_iter=120)
+    empty_after_both_found = 0
+    seen_second = False
+    while True:
+        try:
+            snap = next(gen)
+        except StopIteration:
+            break
+        norms = np.linalg.norm(snap.kernels.reshape(2, -1), axis=1)
+        seen_second |= bool(norms[1] > 0)
+        if seen_second:
+            empty_after_both_found += int(np.any(norms == 0))
+    assert seen_second and empty_after_both_found == 0

@@ -602,8 +602,7 @@ class _Solver:
                     kern, model = stop.value
                     break
                 self.iteration = prog.iteration
-                shown = found if again is None else [f for i, f in enumerate(found) if i < n]
-                yield replace(prog, kernels=self._preview(shown, prog.kernels))
+                yield replace(prog, kernels=self._preview(found, prog.kernels, n))
             self.stage0 = sub.stage0
             if again is None:
                 found.append(kern)
@@ -612,14 +611,15 @@ class _Solver:
                 found[n], models[n] = kern, model
         return found
 
-    def _preview(self, found: list[np.ndarray], current: np.ndarray) -> np.ndarray:
-        """All motifs for a progress snapshot: found ones, the current one, zeros."""
+    def _preview(self, found: list[np.ndarray], current: np.ndarray, slot: int) -> np.ndarray:
+        """All motifs for a progress snapshot: the found ones, the one being
+        fitted in its ``slot``, zeros for those not found yet."""
         kh, kw = self.k
         out = np.zeros((self.p.n_motifs, self.p.n_channels, kh, kw))
         for i, f in enumerate(found):
             out[i] = f / (np.linalg.norm(f) + 1e-12)
         cur = current if current.ndim == 4 else current[:, None]
-        out[len(found)] = cur[0]
+        out[slot] = cur[0]
         return out[:, 0] if self.p.channel_axis is None else out
 
     def run(self, params: dict[str, Any]) -> Generator[SolveProgress, None, SolveResult]:
