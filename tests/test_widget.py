@@ -441,3 +441,26 @@ def test_source_removed_during_run_adds_no_layers(viewer_widget, qtbot, small_im
         assert widget.run()
         viewer.layers.remove("img")
     assert _names(viewer) == ["other"]
+
+
+def test_rerun_after_renaming_source_replaces_and_spares_opened_results(
+    viewer_widget, run_and_wait, small_image
+):
+    viewer, widget = viewer_widget
+    img = viewer.add_image(small_image.image, name="img")
+    _setup(widget, max_iter=40)
+    widget._image.value = img
+    # A result layer of an earlier session (e.g. opened from a bundle), same source name.
+    opened = viewer.add_image(
+        np.zeros((4, 4)),
+        name="old motif",
+        metadata={META_KEY: {"source": "img", "role": "motifs"}},
+    )
+    assert run_and_wait(widget) == "done"
+    assert opened in viewer.layers  # not replaced by the first run
+    n_layers = len(viewer.layers)
+    img.name = "renamed"
+    widget._image.value = img
+    assert run_and_wait(widget) == "done"
+    assert len(viewer.layers) == n_layers  # the first run's layers were replaced
+    assert opened in viewer.layers

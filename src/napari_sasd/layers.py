@@ -343,12 +343,15 @@ def layer_key(layer) -> tuple[str, int | None] | None:
     return meta["role"], meta.get("motif")
 
 
-def result_layers(viewer, source: str, run_id: str | None = None) -> list:
-    """Result layers in ``viewer`` made from ``source`` (optionally of one run)."""
+def result_layers(viewer, source: str | None, run_id: str | None = None) -> list:
+    """Result layers in ``viewer`` made from ``source`` (any source if None),
+    optionally of one run only."""
     out = []
     for layer in viewer.layers:
         meta = layer.metadata.get(META_KEY)
-        if not isinstance(meta, dict) or meta.get("source") != source or "role" not in meta:
+        if not isinstance(meta, dict) or "role" not in meta:
+            continue
+        if source is not None and meta.get("source") != source:
             continue
         if run_id is not None and meta.get("run_id") != run_id:
             continue

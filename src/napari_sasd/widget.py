@@ -150,7 +150,7 @@ class SasdWidget(QWidget):
         self.context: RunContext | None = None
         self._pending: RunContext | None = None
         self._points = None  # defects layer of the last result
-        self._last_run: dict[str, str] = {}  # source name -> run_id of its live layers
+        self._last_run: dict[int, str] = {}  # id(source layer) -> run_id of its layers
         self._info_layer = None  # the image layer _on_image_changed last described
         s = load_settings()
 
@@ -676,12 +676,16 @@ class SasdWidget(QWidget):
             run_id=ctx.run_id,
             **self._thresholds(),
         )
-        if self._keep.value:
+        # Replace only the layers of this source's previous run in this widget,
+        # found by run id: a renamed source still finds them, and result layers
+        # the user opened from a bundle (same source name) are left alone.
+        prev = self._last_run.get(id(layer))
+        if self._keep.value or prev is None:
             replace = []
         else:
-            replace = result_layers(self.viewer, src, self._last_run.get(src))
+            replace = result_layers(self.viewer, None, prev)
         shown = apply_layer_data(self.viewer, tuples, replace)
-        self._last_run[src] = ctx.run_id
+        self._last_run[id(layer)] = ctx.run_id
         self._points = next(lay for lay in shown if lay.metadata[META_KEY]["role"] == "defects")
         # Keep the source selected (result layers become the active ones).
         self.viewer.layers.selection.active = self._points
