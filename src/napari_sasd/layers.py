@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ._version import __version__
-from .bundle import DEFAULT_COLORS
+from .bundle import DEFAULT_COLORS, _jsonable
 from .peaks import Defects
 from .result import SolveResult
 
@@ -431,16 +431,3 @@ def _update_layer(layer, data, kwargs: dict, kind: str) -> None:
 def _hex_to_rgba(c: str) -> np.ndarray:
     c = c.lstrip("#")
     return np.array([int(c[i : i + 2], 16) / 255 for i in (0, 2, 4)] + [1.0])
-
-
-def _jsonable(x: Any) -> Any:
-    # numpy scalars/arrays and tuples -> plain JSON types.
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
