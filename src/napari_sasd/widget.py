@@ -616,7 +616,7 @@ class SasdWidget(QWidget):
                 **kwargs,
             )
             runner.start()
-        except (ValueError, TypeError, NotImplementedError, ImportError) as exc:
+        except (ValueError, TypeError) as exc:  # input refused before any work
             self._status.value = str(exc)
             show_error(f"napari-sasd: {exc}")
             return False
