@@ -32,6 +32,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from .flatten import flatten
 from .layers import (
     META_KEY,
     apply_layer_data,
@@ -553,8 +554,6 @@ class SasdWidget(QWidget):
         if mask is not None and mask.sum() < k * k:
             raise ValueError("The mask leaves too few pixels to analyse.")
         if v["flatten"]:
-            from .flatten import flatten
-
             img = flatten(img, plane=True, lines=True, mask=mask)
         kwargs: dict[str, Any] = {
             "kernel_size": k,
