@@ -51,6 +51,13 @@ class ConvOperator:
             workers = -1 if self.L[0] * self.L[1] >= THREADED_FFT_PIXELS else 1
         self.workers = workers
         self._buf: np.ndarray | None = None
+        # Parseval on the half spectrum of a real FFT: the columns other than
+        # the zero and Nyquist frequencies stand for two.
+        w = np.full(self.L[1] // 2 + 1, 2.0, np.float32)
+        w[0] = 1
+        if self.L[1] % 2 == 0:
+            w[-1] = 1
+        self._weight = w / np.float32(self.L[0] * self.L[1])
 
     # -- transforms ---------------------------------------------------------
     def fft_x(self, x: np.ndarray) -> np.ndarray:
@@ -74,6 +81,13 @@ class ConvOperator:
             self._buf = np.zeros(shape, r.dtype)
         self._buf[..., self.Kh - 1 : self.Kh - 1 + self.H, self.Kw - 1 : self.Kw - 1 + self.W] = r
         return fft.rfft2(self._buf, workers=self.workers)
+
+    def inner(self, P: np.ndarray, Q: np.ndarray) -> np.ndarray:
+        """Inner products of the real images whose spectra are ``P`` and ``Q``
+        ``(..., L0, L1 // 2 + 1)``, over the last two axes (Parseval)."""
+        prod = P.real * Q.real
+        prod += P.imag * Q.imag
+        return np.einsum("...ij,j->...", prod, self._weight)
 
     # -- model and gradients ------------------------------------------------
     @staticmethod
