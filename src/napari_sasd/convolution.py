@@ -103,7 +103,11 @@ class ConvOperator:
 
     def grad_x(self, A: np.ndarray, R: np.ndarray) -> np.ndarray:
         """Adjoint on activations: ``(N, Gh, Gw)``, correlation of residual and kernels."""
-        G = A[:, 0].conj() * R[0] if A.shape[1] == 1 else (A.conj() * R[None]).sum(axis=1)
+        if A.shape[1] == 1:
+            G = np.conj(A[:, 0])
+            G *= R[0]
+        else:
+            G = (A.conj() * R[None]).sum(axis=1)
         g = fft.irfft2(G, s=self.L, workers=self.workers)
         return g[:, : self.grid[0], : self.grid[1]]
 
