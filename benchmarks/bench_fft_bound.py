@@ -1,8 +1,9 @@
 """How close one solver iteration is to the cost of its FFTs, and how the solve scales.
 
 Part 1 (FFT bound). For each configuration, one default solve is run and
-every joint-stage iteration (``_Solver._step`` of the top-level solver on the
-whole image, lifted support, motifs updated) is timed, with ``scipy.fft``
+every joint iteration (``_Solver._step`` of the top-level solver on the
+whole image with motifs updated: the lifted joint stage and the k x k polish)
+is timed, with ``scipy.fft``
 inside ``napari_sasd.convolution`` replaced by a recorder that lists each
 transform the iteration makes (function, input shape, dtype, length/axis and
 workers arguments) and the ``ConvOperator`` methods counted (``fft_x`` calls
@@ -17,9 +18,10 @@ the extrapolated point (irfft2), the spectrum of its residual (rfft2), the
 gradient (irfft2), and per backtracking trial the spectrum of the new
 activations (rfft2) and the image for their residual (irfft2); motif step --
 the residual's spectrum (rfft2), the partial ``grad_kernel`` (ifft over rows,
-irfft of the kept rows), the partial ``fft_kernel`` of the direction (rfft of
-the k rows, fft over rows) and the line-search image (one irfft2 batched over
-the motifs when N > 1, one in total when N = 1): 9 + 2 x trials.
+irfft of the kept rows) and the partial ``fft_kernel`` of the direction (rfft
+of the k rows, fft over rows); the line search works on the spectra
+(Parseval), no transform: 8 + 2 x trials (the transforms of activations,
+gradients and kernels are batched over the N motifs).
 
 Part 2 (scaling). One motif, k = 12, a fixed iteration budget
 (``max_iter``), images from 256^2 to 2048^2: wall time and peak resident memory
@@ -91,15 +93,15 @@ def joint_steps(
     """Run one default solve and instrument its joint-stage iterations.
 
     Every call of ``_Solver._step`` made by the top-level solver on the whole
-    image, with motif updates and on the lifted support (the joint refinement,
-    not discovery, the activations-only settle, the polish or the debias), is
-    timed, and the transforms it makes are recorded through ``scipy.fft``
+    image with motif updates (the joint refinement on the lifted support and
+    the polish on the k x k one; not discovery, the activations-only settle or
+    the debias), is timed, and the transforms it makes are recorded through ``scipy.fft``
     inside ``convolution.py``, together with how often each ``ConvOperator``
     method was called (``fft_x`` calls = backtracking trials).
     """
     data = problem(size, n, k, 0.05, seed)
     prob = prepare(data.image, k, n, None, None, None, None)
-    top = _Solver(prob, True, seed, None, 1e-4, 0.8, None)
+    top = _Solver(prob, True, seed, None, 1e-4, 0.7 if n == 1 else 0.8, None)
     rec = _Recorder(convolution.fft)
     counts: dict[str, int] = dict.fromkeys(OP_METHODS, 0)
     active = [False]
@@ -119,7 +121,7 @@ def joint_steps(
     L: list[tuple[int, int] | None] = [None]
 
     def step(self: _Solver, lam: float) -> tuple[float, float]:
-        joint = self is top and not self.fixed_motifs and self.support is None
+        joint = self is top and not self.fixed_motifs
         if not joint:
             return orig_step(self, lam)
         rec.calls = []
