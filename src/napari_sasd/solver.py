@@ -74,8 +74,6 @@ DISCOVERY_FINAL = 30
 DISCOVERY_FINAL_ONE = 100
 #: Refit each discovered motif on the image minus the others' copies.
 DISCOVERY_REFIT = True
-#: Share of the last lifted stage's iterations when motifs come from a crop.
-JOINT_FRACTION = 0.5
 
 
 def solve(
@@ -589,18 +587,7 @@ class _Solver:
         from, at a fraction of the cost of the whole image.
         """
         p = self.p
-        H, W = p.y.shape[1:]
-        side = self._crop_side()
-        ch, cw = min(H, side), min(W, side)
-        i0 = j0 = 0
-        if (ch, cw) != (H, W):
-            # The crop with the most signal energy: most copies to learn from.
-            e = ndimage.uniform_filter((self.y**2).sum(0), size=(ch, cw), mode="constant")
-            ci, cj = np.unravel_index(int(np.argmax(e)), e.shape)
-            i0 = int(np.clip(ci - ch // 2, 0, H - ch))
-            j0 = int(np.clip(cj - cw // 2, 0, W - cw))
-        crop = self.y[:, i0 : i0 + ch, j0 : j0 + cw]
-        om = None if self.omega is None else self.omega[:, i0 : i0 + ch, j0 : j0 + cw]
+        crop, om = self._crop()
         found: list[np.ndarray] = []
         models: list[np.ndarray] = []
         # Pass 1 finds each motif in what the previous ones leave; pass 2
@@ -616,35 +603,87 @@ class _Solver:
                 resid = crop - sum(
                     (m for i, m in enumerate(models) if i != n), np.zeros_like(crop)
                 )
-            sub_p = Problem(
-                y=resid.astype(np.float32), omega=om, offset=np.zeros(p.n_channels), scale=1.0,
-                kernel_size=self.k, n_motifs=1, lam=lam, channel_axis=p.channel_axis,
-                image_shape=resid.shape, init_kernels=None,
-            )  # fmt: skip
-            sub_seed = self.seed + 1000 * n if self.seed else 0
-            sub = _Solver(
-                sub_p, self.positive, sub_seed, None, self.tol, self.shrink, self.workers
-            )
-            sub.n_stages, sub.total, sub.stage0 = self.n_stages, self.total, self.stage0
-            sub.iteration = self.iteration
+            sub = self._sub(resid, om, 1, lam, self.seed + 1000 * n if self.seed else 0)
             init = None if again is None else found[n]
             others = [f for i, f in enumerate(found) if i != n]
             gen = sub._discover_one(others, lam, early, final, init)
-            while True:
-                try:
-                    prog = next(gen)
-                except StopIteration as stop:
-                    kern, model = stop.value
-                    break
-                self.iteration = prog.iteration
-                yield replace(prog, kernels=self._preview(found, prog.kernels, n))
-            self.stage0 = sub.stage0
+            kern, model = yield from self._forward(
+                sub, gen, lambda k, n=n: self._preview(found, k, n)
+            )
             if again is None:
                 found.append(kern)
                 models.append(model)
             else:
                 found[n], models[n] = kern, model
         return found
+
+    def _crop(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The discovery crop of the data and of the mask: the window of
+        :meth:`_crop_side` with the most signal energy (most copies)."""
+        H, W = self.y.shape[1:]
+        side = self._crop_side()
+        ch, cw = min(H, side), min(W, side)
+        i0 = j0 = 0
+        if (ch, cw) != (H, W):
+            e = ndimage.uniform_filter((self.y**2).sum(0), size=(ch, cw), mode="constant")
+            ci, cj = np.unravel_index(int(np.argmax(e)), e.shape)
+            i0 = int(np.clip(ci - ch // 2, 0, H - ch))
+            j0 = int(np.clip(cj - cw // 2, 0, W - cw))
+        crop = self.y[:, i0 : i0 + ch, j0 : j0 + cw]
+        om = None if self.omega is None else self.omega[:, i0 : i0 + ch, j0 : j0 + cw]
+        return crop, om
+
+    def _sub(self, y: np.ndarray, omega: np.ndarray | None, n: int, lam: float, seed: int):
+        """A solver of ``n`` motifs on ``y`` (a crop), counting on this one's progress."""
+        p = self.p
+        sub_p = Problem(
+            y=y.astype(np.float32), omega=omega, offset=np.zeros(p.n_channels), scale=1.0,
+            kernel_size=self.k, n_motifs=n, lam=lam, channel_axis=p.channel_axis,
+            image_shape=y.shape, init_kernels=None,
+        )  # fmt: skip
+        sub = _Solver(sub_p, self.positive, seed, None, self.tol, self.shrink, self.workers)
+        sub.n_stages, sub.total, sub.stage0 = self.n_stages, self.total, self.stage0
+        sub.iteration = self.iteration
+        return sub
+
+    def _forward(self, sub: _Solver, gen: Generator, preview: Any) -> Generator:
+        """Run a sub-solver's generator, passing its progress on as this one's."""
+        while True:
+            try:
+                prog = next(gen)
+            except StopIteration as stop:
+                self.stage0 = sub.stage0
+                return stop.value
+            self.iteration = prog.iteration
+            yield replace(prog, kernels=preview(prog.kernels))
+
+    def _joint(
+        self, wins: list[np.ndarray], lams: list[float], early: int, final: int, settle: bool
+    ) -> Generator[SolveProgress, None, bool]:
+        """All motifs together on the lifted support, from ``wins``: the
+        activations settle first (when the motifs come from discovery or a
+        previous run), then the continuation over ``lams``."""
+        self.b = np.zeros(self.p.n_channels, np.float64)
+        self.support = None
+        self._lam_max(self._lift(), wins)
+        if settle:
+            # A motif step against activations that are still near zero can
+            # throw a good but weak motif far off.
+            self.fixed_motifs = True
+            yield from self._stage(self.stage0, lams[-1], 2 * early, 1e-3)
+            self.fixed_motifs = False
+            self.stage0 += 1
+        return (yield from self._continuation(lams, early, final, self.p.n_motifs > 1))
+
+    def _joint_on_crop(
+        self, wins: list[np.ndarray], lam: float, early: int, final: int
+    ) -> Generator[SolveProgress, None, list[np.ndarray]]:
+        """The joint refinement of discovered motifs on the discovery crop:
+        a quarter of the whole-image cost at 512^2, a sixteenth at 1024^2."""
+        crop, om = self._crop()
+        sub = self._sub(crop, om, self.p.n_motifs, lam, self.seed)
+        yield from self._forward(sub, sub._joint(wins, [lam], early, final, True), lambda k: k)
+        return list(sub._centre_kernels())
 
     def _crop_side(self) -> int:
         """Side of the discovery crop, in pixels."""
@@ -683,28 +722,24 @@ class _Solver:
         full = self._schedule(0.8 * lam_max, lam)
         cropped = max(H, W) > self._crop_side()
         discover = not warm and (N > 1 or cropped)
-        # Motifs learnt on a crop, or from a previous run, are finished on the
+        # Motifs learnt on a crop (for several motifs: discovered, then refined
+        # jointly on the crop), or from a previous run, are finished on the
         # whole image directly on the k x k support: activations settle with
         # the motifs fixed (half the transforms of a joint step), then the
-        # joint polish. Every whole-image iteration is dear; the lifted joint
-        # stage (re-centring, collapse guard) only runs when discovery saw
-        # the whole image anyway.
-        direct = warm or (discover and cropped and N == 1)
+        # joint polish. Every whole-image iteration is dear.
+        direct = warm or (discover and cropped)
+        crop_joint = discover and cropped and N > 1
         settle = discover and not direct
         joint = [] if direct else ([lam] if settle else full)
         # Iteration budget: short early stages, a longer stage at the target
         # lambda, then the polish on the k x k support.
         early, final, polish, debias = STAGE_ITERS
-        if direct:
+        if direct and N == 1:
             # From a crop's motif the polish only refines: measured at 256^2
             # and 512^2, 15 + 10 iterations keep every seed >= 0.998 (30 + 20
             # gained < 0.002 similarity and no recall).
             polish, debias = DIRECT_ITERS
         disc_final = DISCOVERY_FINAL if N > 1 else DISCOVERY_FINAL_ONE
-        if discover and cropped:
-            # Motifs learnt on a crop need little more on the whole image,
-            # where every iteration is dearer.
-            final = int(final * JOINT_FRACTION)
         n_disc = N if discover else 0
         n_again = n_disc if n_disc > 1 and DISCOVERY_REFIT else 0
 
@@ -713,6 +748,8 @@ class _Solver:
             total += n_again * (2 * early + disc_final)
             if joint:
                 total += early * (len(joint) - 1) + final
+            if crop_joint:
+                total += 2 * early + final
             return total + polish + debias + 2 * early * (settle or direct)
 
         total = budget()
@@ -723,26 +760,22 @@ class _Solver:
             total = budget()
         self.total = total
         self.n_stages = n_disc * len(full) + 3 * n_again + len(joint) + 2 + (debias > 0)
-        self.n_stages += settle or direct
+        self.n_stages += (settle or direct) + 2 * crop_joint
         if discover:
             wins = yield from self._discover(lam, early, disc_final)
+            if crop_joint:
+                wins = yield from self._joint_on_crop(wins, lam, early, final)
         elif warm:
             wins = list(p.init_kernels)
         else:
             wins = first
-        self.b = np.zeros(C, np.float64)
         if direct:
+            self.b = np.zeros(C, np.float64)
             a = np.stack([np.asarray(w, np.float32).reshape(C, kh, kw) for w in wins])
             x = np.zeros((N, H + kh - 1, W + kw - 1), np.float32)
         else:
             # Joint refinement of all motifs on the whole image, lifted support.
-            self._lam_max(K, wins)
-            if settle:
-                self.fixed_motifs = True
-                yield from self._stage(self.stage0, lam, 2 * early, 1e-3)
-                self.fixed_motifs = False
-                self.stage0 += 1
-            yield from self._continuation(joint, early, final, N > 1)
+            yield from self._joint(wins, joint, early, final, settle)
             # Crop to k x k; activations become copies centred inside the image.
             oh, ow = (K[0] - kh) // 2, (K[1] - kw) // 2
             a = self.a[..., oh : oh + kh, ow : ow + kw]
