@@ -6,17 +6,18 @@ pixels, ``||a_n||_F = 1``, ``x_n >= 0`` by default, minimising
 
 Algorithm (the method note's family, with the changes measured to help):
 
-1. Discovery: motifs are found one at a time (deflation) on a crop (one
-   motif: ``DISCOVERY_SPAN * k`` pixels, several: ``DISCOVERY_SIZE``), each
-   from the data window least like the ones already found, by a single-motif
-   continuation on a lifted support; then each is refitted on the image
-   minus the other motifs' copies.
-2. Several motifs: joint refinement on the whole image: activations settle
-   with the motifs fixed, then alternating steps -- FISTA on all activations
-   (with backtracking from a growing step, see ``_step``), a Riemannian
-   gradient step of every motif with an exact line search, closed-form
-   background -- with re-centring and a collapse guard. One motif (or a warm
-   start) skips this: its activations settle on the ``k x k`` support.
+1. Discovery: motifs are found one at a time (deflation) on a crop of about
+   a hundred motif areas per motif (``_crop_side``), each from the data
+   window least like the ones already found, by a single-motif continuation
+   on a lifted support; then each is refitted on the image minus the other
+   motifs' copies.
+2. Several motifs: joint refinement (on the crop when there is one, else on
+   the whole image): activations settle with the motifs fixed, then
+   alternating steps -- FISTA on all activations (with backtracking from a
+   growing step, see ``_step``), a Riemannian gradient step of every motif
+   with an exact line search, closed-form background -- with re-centring and
+   a collapse guard. Motifs from a crop (or a warm start) then go straight
+   to the whole image's ``k x k`` support, where the activations settle.
 3. Polish on the ``k x k`` support, where activations are the copies
    centred inside the image (the project's "same"-convolution convention),
    then an amplitude refit without the l1 shrinkage.
@@ -54,18 +55,23 @@ STAGE_ITERS = (8, 100, 30, 20)
 #: Polish and amplitude refit after a single motif learnt on a crop (or a
 #: warm start), which go straight to the k x k support.
 DIRECT_ITERS = (15, 10)
+#: Activations-only iterations on the whole image before the polish, when the
+#: motifs come from a crop, one motif / several (at most: stops on convergence).
+#: Several motifs had no whole-image joint stage to settle them: with 16,
+#: recall fell (0.80 instead of 0.88 at k = 16) and FeSe's defects were missed.
+SETTLE_DIRECT = (16, 48)
 #: Activation step: grows by this factor per iteration until backtracking
 #: stops it, at most this many times the global 1/Lipschitz step.
 BACKTRACK_GROW = 1.5
 MAX_STEP_GAIN = 64.0
-#: Motifs are discovered on a crop of at most ``DISCOVERY_SIZE`` pixels per
-#: side; a single motif on one of ``DISCOVERY_SPAN * k`` (at least
-#: ``DISCOVERY_MIN``): a hundred motif areas, a hundred-odd copies at the
-#: densities of interest. Several motifs on the smaller crop were measured
-#: less reliable (7-8 of 10 seeds >= 0.99 at 512^2 instead of 9).
+#: Motifs are discovered on a crop of ``DISCOVERY_SPAN * k * sqrt(n_motifs)``
+#: pixels per side, within ``[DISCOVERY_MIN, DISCOVERY_SIZE]``: a hundred motif
+#: areas per motif, a hundred-odd copies at the densities of interest.
 DISCOVERY_SPAN = 10
 DISCOVERY_MIN = 128
 DISCOVERY_SIZE = 256
+#: Several motifs: the crop is only used when it is at most this share of the image.
+CROP_FRACTION = 0.5
 #: Iterations of each discovery solve at the target lambda (at most: a stage
 #: stops when it converges), several motifs / one. A single motif learnt on a
 #: small crop needs the longer stage (k = 16 at 256^2: 7/10 seeds >= 0.99 with
@@ -687,9 +693,16 @@ class _Solver:
 
     def _crop_side(self) -> int:
         """Side of the discovery crop, in pixels."""
-        if self.p.n_motifs > 1:
-            return DISCOVERY_SIZE
-        return int(min(max(DISCOVERY_SPAN * max(self.k), DISCOVERY_MIN), DISCOVERY_SIZE))
+        H, W = self.y.shape[1:]
+        side = DISCOVERY_SPAN * max(self.k) * math.sqrt(self.p.n_motifs)
+        side = int(min(max(side, DISCOVERY_MIN), DISCOVERY_SIZE))
+        if self.p.n_motifs > 1 and min(H, side) * min(W, side) > CROP_FRACTION * H * W:
+            # Several motifs: a crop that is most of the image saves little
+            # and loses the whole-image joint stage (k = 16 at 256^2, a 226
+            # crop: recall 0.88 instead of 0.91; FeSe, 212 of 224: defects
+            # missed), so crop only when it leaves out at least half the pixels.
+            return max(H, W)
+        return side
 
     def _preview(self, found: list[np.ndarray], current: np.ndarray, slot: int) -> np.ndarray:
         """All motifs for a progress snapshot: the found ones, the one being
@@ -740,6 +753,7 @@ class _Solver:
             # gained < 0.002 similarity and no recall).
             polish, debias = DIRECT_ITERS
         disc_final = DISCOVERY_FINAL if N > 1 else DISCOVERY_FINAL_ONE
+        settle_iters = SETTLE_DIRECT[N > 1] * early // STAGE_ITERS[0]
         n_disc = N if discover else 0
         n_again = n_disc if n_disc > 1 and DISCOVERY_REFIT else 0
 
@@ -750,12 +764,13 @@ class _Solver:
                 total += early * (len(joint) - 1) + final
             if crop_joint:
                 total += 2 * early + final
-            return total + polish + debias + 2 * early * (settle or direct)
+            return total + polish + debias + 2 * early * settle + settle_iters * direct
 
         total = budget()
         if self.max_iter is not None:
             f = self.max_iter / total
             early, final, disc_final = (max(2, int(v * f)) for v in (early, final, disc_final))
+            settle_iters = max(2, int(settle_iters * f))
             polish, debias = max(2, int(polish * f)), int(debias * f)
             total = budget()
         self.total = total
@@ -788,7 +803,7 @@ class _Solver:
         self._setup_op((kh, kw), (a / nrm[:, None, None, None]).astype(np.float32), x)
         if direct:
             self.fixed_motifs = True
-            yield from self._stage(self.stage0, lam, 2 * early, 1e-3)
+            yield from self._stage(self.stage0, lam, settle_iters, 1e-3)
             self.fixed_motifs = False
             self.stage0 += 1
         converged = yield from self._stage(self.stage0, lam, polish, self.tol)
