@@ -308,9 +308,11 @@ class _Solver:
         self.t = 1.0
 
     def _residual(self, A: np.ndarray, X: np.ndarray) -> np.ndarray:
-        r = self.op.image(self.op.combine(A, X))
+        # The model's window is a strided view of the transform's output; the
+        # subtraction makes the residual contiguous for what follows (dots,
+        # the next transform's buffer) at no extra pass.
+        r = np.subtract(self.op.image(self.op.combine(A, X)), self.y)
         r += self.b.astype(np.float32)[:, None, None]
-        r -= self.y
         if self.omega is not None:
             r *= self.omega
         return r
