@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         "\nTime ratio: median napari-sasd time over the seeds SPORCO also ran, "
-        "divided by SPORCO's median time. RSS: ru_maxrss of the solve's own process "
+        "divided by SPORCO's median time. RSS: peak (VmHWM) of the solve's own process "
         "(includes ~the interpreter and imports); delta: growth during the solve."
     )
 

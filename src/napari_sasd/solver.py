@@ -66,10 +66,12 @@ BACKTRACK_GROW = 1.5
 MAX_STEP_GAIN = 64.0
 #: Motifs are discovered on a crop of ``DISCOVERY_SPAN * k * sqrt(n_motifs)``
 #: pixels per side, within ``[DISCOVERY_MIN, DISCOVERY_SIZE]``: a hundred motif
-#: areas per motif, a hundred-odd copies at the densities of interest.
+#: areas per motif, a hundred-odd copies at the densities of interest. (A
+#: cap of 256 left 3 motifs of k = 20 with ~80 copies each: one collapsed, at
+#: 0.72 similarity, on 1024^2 seed 0; the 346 crop: 0.990 / 0.999 / 0.988.)
 DISCOVERY_SPAN = 10
 DISCOVERY_MIN = 128
-DISCOVERY_SIZE = 256
+DISCOVERY_SIZE = 384
 #: Several motifs: the crop is only used when it is at most this share of the image.
 CROP_FRACTION = 0.5
 #: Iterations of each discovery solve at the target lambda (at most: a stage
