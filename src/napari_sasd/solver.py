@@ -130,8 +130,9 @@ def solve(
         a result looks wrong. Results are deterministic for a given seed.
     max_iter : int, optional
         Iteration budget over all stages, split among them in the default
-        proportions; default: about 150-250 for one motif, 200 more per extra
-        motif (each iteration costs about eight FFTs of the padded image).
+        proportions; default: about 110-190 for one motif, 450-600 for two or
+        three (stages stop early when they converge; most iterations run on
+        the discovery crop, a whole-image one costs 8-11 FFTs of the image).
     init_kernels : ndarray, optional
         Warm start: motifs of a previous result, ``(n_motifs, kh, kw)`` (or
         ``(n_motifs, C, kh, kw)``). Skips the data initialisation and most of
