@@ -9,6 +9,7 @@ import pytest
 from scipy import signal
 
 import napari_sasd
+from napari_sasd import solver
 from napari_sasd.metrics import match_motifs, precision_recall
 from napari_sasd.peaks import find_defects
 from napari_sasd.solver import shift_zero
@@ -61,6 +62,47 @@ def test_border_cut_motifs_and_nan_pixels():
     assert np.isnan(d.image).mean() > 0.05
     res = napari_sasd.solve(d.image, 12, 1)
     assert match_motifs(res.kernels, d.kernels)[0][0] >= 0.97
+    assert np.all(np.isfinite(res.activations))
+
+
+def _spy(monkeypatch, name):
+    """Count calls of a ``_Solver`` generator method (which path a solve took)."""
+    calls = []
+    orig = getattr(solver._Solver, name)
+
+    def spy(self, *args, **kwargs):
+        calls.append(self.y.shape)
+        return (yield from orig(self, *args, **kwargs))
+
+    monkeypatch.setattr(solver._Solver, name, spy)
+    return calls
+
+
+def test_several_motifs_on_a_large_image_learn_on_a_crop(monkeypatch):
+    # 256^2 with k = 8: the discovery crop (128) is a quarter of the image, so
+    # motifs are discovered and refined jointly on it; the copies outside it
+    # must still be found on the whole image.
+    calls = _spy(monkeypatch, "_joint_on_crop")
+    worst, recall = [], []
+    for seed in range(3):
+        d = make_synthetic((256, 256), 8, 2, noise=0.02, seed=seed)
+        res = napari_sasd.solve(d.image, 8, 2)
+        sims, pr = _recall_precision(res, d)
+        worst.append(sims.min())
+        recall.append(min(r for _, r in pr))
+    assert len(calls) == 3
+    assert sum(s >= 0.99 for s in worst) >= 2, np.round(worst, 4)
+    assert np.median(recall) >= 0.85, np.round(recall, 3)
+
+
+def test_one_motif_from_a_crop_with_missing_pixels():
+    # 256^2, k = 8: learnt on a 128 crop, finished on the whole image; 10 % NaN
+    # and motifs cut by the border must stay out of the fit in both.
+    d = make_synthetic((256, 256), 8, 1, noise=0.02, nan_fraction=0.1, border=True, seed=13)
+    res = napari_sasd.solve(d.image, 8, 1)
+    sims, pr = _recall_precision(res, d)
+    assert sims[0] >= 0.99
+    assert pr[0][1] >= 0.85, pr
     assert np.all(np.isfinite(res.activations))
 
 
