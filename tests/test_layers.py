@@ -139,6 +139,24 @@ def test_apply_replaces_in_place_and_removes_stale():
     assert len(result_layers(viewer, "img", "d")) == 3
 
 
+def test_apply_that_fails_leaves_the_viewer_as_it_was():
+    viewer = ViewerModel()
+    viewer.add_image(np.zeros((80, 80)), name="img")
+    first = apply_layer_data(viewer, _tuples(_result(n=2), run_id="a")[0])
+    before = [(lay.name, lay) for lay in viewer.layers]
+    old_data = [np.array(lay.data, copy=True) for lay in first]
+
+    tuples, _ = _tuples(_result(n=3, seed=1), run_id="b")
+    data, kwargs, kind = tuples[-1]  # the defects, built after the images
+    tuples[-1] = (data, {**kwargs, "not_an_option": 1}, kind)
+    with pytest.raises(TypeError):
+        apply_layer_data(viewer, tuples, result_layers(viewer, "img", "a"))
+    assert [(lay.name, lay) for lay in viewer.layers] == before
+    for lay, d in zip(first, old_data, strict=True):
+        np.testing.assert_array_equal(lay.data, d)
+    assert all(lay.metadata[META_KEY]["run_id"] == "a" for lay in first)
+
+
 def test_metadata_role_is_checked():
     from napari_sasd.layers import result_metadata
 

@@ -196,20 +196,27 @@ def test_event_loop_keeps_running_during_solve(viewer_widget, qtbot, small_image
     assert gaps.max() < 0.25, gaps.max()
 
 
-def test_solver_error_is_shown_and_viewer_unchanged(
-    viewer_widget, qtbot, small_image, monkeypatch
-):
+@pytest.fixture
+def shown_errors(monkeypatch):
+    """The messages the widget shows with napari's ``show_error``."""
     import napari.utils.notifications as notifications
 
+    shown: list[str] = []
+    monkeypatch.setattr(notifications, "show_error", lambda msg: shown.append(msg))
+    return shown
+
+
+def test_solver_error_is_shown_and_viewer_unchanged(
+    viewer_widget, qtbot, small_image, monkeypatch, shown_errors
+):
     import napari_sasd
 
     def broken(image, *args, **kwargs):
         yield from ()
         raise RuntimeError("boom")
 
-    shown = []
+    shown = shown_errors
     monkeypatch.setattr(napari_sasd, "iter_solve", broken)
-    monkeypatch.setattr(notifications, "show_error", lambda msg: shown.append(msg))
     viewer, widget = viewer_widget
     viewer.add_image(small_image.image, name="img")
     before = _names(viewer)
@@ -464,3 +471,30 @@ def test_rerun_after_renaming_source_replaces_and_spares_opened_results(
     assert run_and_wait(widget) == "done"
     assert len(viewer.layers) == n_layers  # the first run's layers were replaced
     assert opened in viewer.layers
+
+
+def test_results_napari_refuses_leave_viewer_unchanged(
+    viewer_widget, run_and_wait, small_image, monkeypatch, shown_errors
+):
+    # A real solve whose result layers napari rejects (a bad option on the
+    # last one): an error for the user, no half-added layers, no result kept.
+    import napari_sasd.widget as widget_mod
+
+    orig = widget_mod.result_layer_data
+
+    def bad(*args, **kwargs):
+        tuples = orig(*args, **kwargs)
+        data, kw, kind = tuples[-1]
+        return [*tuples[:-1], (data, {**kw, "not_an_option": 1}, kind)]
+
+    shown = shown_errors
+    monkeypatch.setattr(widget_mod, "result_layer_data", bad)
+    viewer, widget = viewer_widget
+    viewer.add_image(small_image.image, name="img")
+    before = _names(viewer)
+    _setup(widget, n=1, max_iter=40)
+    run_and_wait(widget)
+    assert shown and "not_an_option" in shown[0]
+    assert _names(viewer) == before
+    assert widget.result is None
+    assert "Failed" in widget._status.value

@@ -367,6 +367,10 @@ def apply_layer_data(viewer, tuples: list[tuple], replace: Sequence = ()) -> lis
     metadata; its name is kept, in case the user renamed it). The other layers
     of ``replace`` are removed, new ones added. Main thread only.
 
+    Every tuple is first built into a layer away from the viewer, so data or
+    options napari rejects raise before the viewer changes; if changing the
+    viewer still fails, the layers added so far are taken out again.
+
     Parameters
     ----------
     viewer : napari.Viewer
@@ -385,19 +389,35 @@ def apply_layer_data(viewer, tuples: list[tuple], replace: Sequence = ()) -> lis
         key = layer_key(layer)
         if key is not None and layer in viewer.layers:
             pool[key] = layer
-    shown = []
+    from napari.layers import Layer
+
+    plan = []
     for data, kwargs, kind in tuples:
         key = (kwargs["metadata"][META_KEY]["role"], kwargs["metadata"][META_KEY].get("motif"))
         old = pool.pop(key, None)
-        if old is not None and _can_update(old, data, kind):
-            _update_layer(old, data, kwargs, kind)
-            shown.append(old)
-            continue
-        if old is not None:
-            viewer.layers.remove(old)
-        shown.append(getattr(viewer, f"add_{kind}")(data, **kwargs))
-    for layer in pool.values():
-        viewer.layers.remove(layer)
+        # Built even when an old layer will be updated instead: the check.
+        new = Layer.create(data, kwargs, kind)
+        plan.append((old if old is not None and _can_update(old, data, kind) else None, new))
+        if plan[-1][0] is None and old is not None:
+            pool[(key, "superseded")] = old
+    added: list = []
+    try:
+        shown = []
+        for (old, new), (data, kwargs, kind) in zip(plan, tuples, strict=True):
+            if old is not None:
+                _update_layer(old, data, kwargs, kind)
+                shown.append(old)
+            else:
+                viewer.layers.append(new)
+                added.append(new)
+                shown.append(new)
+        for layer in pool.values():
+            viewer.layers.remove(layer)
+    except Exception:
+        for layer in added:
+            if layer in viewer.layers:
+                viewer.layers.remove(layer)
+        raise
     return shown
 
 

@@ -653,7 +653,6 @@ class SasdWidget(QWidget):
             show_warning(f"napari-sasd: '{ctx.source.name}' was removed; results discarded.")
             self._status.value = "Source layer removed during the run: results discarded."
             return
-        self.result, self.context = result, ctx
         acts = result.activations
         top = float(acts.max(initial=0.0))
         rel = default_threshold(acts) / top if top > 0 else 0.0
@@ -683,7 +682,12 @@ class SasdWidget(QWidget):
             replace = []
         else:
             replace = result_layers(self.viewer, None, prev)
-        shown = apply_layer_data(self.viewer, tuples, replace)
+        try:
+            shown = apply_layer_data(self.viewer, tuples, replace)
+        except Exception as exc:  # napari rejected a layer: the viewer is unchanged
+            self._on_error(exc)
+            return
+        self.result, self.context = result, ctx
         self._last_run[id(layer)] = ctx.run_id
         self._points = next(lay for lay in shown if lay.metadata[META_KEY]["role"] == "defects")
         # Keep the source selected (result layers become the active ones).
