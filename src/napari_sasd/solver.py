@@ -28,8 +28,9 @@ channels (``convolution.py``), in float32.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import replace
 from typing import Any
 
@@ -80,8 +81,6 @@ CROP_FRACTION = 0.5
 #: 30, 10/10 with 100); it costs little on the crop.
 DISCOVERY_FINAL = 30
 DISCOVERY_FINAL_ONE = 100
-#: Refit each discovered motif on the image minus the others' copies.
-DISCOVERY_REFIT = True
 
 
 def solve(
@@ -449,6 +448,16 @@ class _Solver:
                 return True
         return False
 
+    def _fixed_stage(
+        self, s: int, lam: float, n_iter: int, tol: float
+    ) -> Generator[SolveProgress, None, bool]:
+        """A stage of activation steps only, the motifs held fixed."""
+        self.fixed_motifs = True
+        try:
+            return (yield from self._stage(s, lam, n_iter, tol))
+        finally:
+            self.fixed_motifs = False
+
     def _snapshot(self) -> np.ndarray:
         kh, kw = self.k
         K = self.a.shape[-2:]
@@ -598,14 +607,14 @@ class _Solver:
         from, at a fraction of the cost of the whole image.
         """
         p = self.p
-        crop, om = self._crop()
+        crop, om = self._crop
         found: list[np.ndarray] = []
         models: list[np.ndarray] = []
         # Pass 1 finds each motif in what the previous ones leave; pass 2
         # refits each on the image minus the *other* motifs' copies, so the
         # first ones lose what they had absorbed of the motifs found later.
         plan = [(n, None) for n in range(p.n_motifs)]
-        if p.n_motifs > 1 and DISCOVERY_REFIT:
+        if p.n_motifs > 1:
             plan += [(n, n) for n in range(p.n_motifs)]
         for n, again in plan:
             if again is None:
@@ -628,9 +637,11 @@ class _Solver:
                 found[n], models[n] = kern, model
         return found
 
+    @functools.cached_property
     def _crop(self) -> tuple[np.ndarray, np.ndarray | None]:
         """The discovery crop of the data and of the mask: the window of
-        :meth:`_crop_side` with the most signal energy (most copies)."""
+        :meth:`_crop_side` with the most signal energy (most copies); found
+        once, used by discovery and by the joint refinement on the crop."""
         H, W = self.y.shape[1:]
         side = self._crop_side()
         ch, cw = min(H, side), min(W, side)
@@ -657,7 +668,9 @@ class _Solver:
         sub.iteration = self.iteration
         return sub
 
-    def _forward(self, sub: _Solver, gen: Generator, preview: Any) -> Generator:
+    def _forward(
+        self, sub: _Solver, gen: Generator, preview: Callable[[np.ndarray], np.ndarray]
+    ) -> Generator:
         """Run a sub-solver's generator, passing its progress on as this one's."""
         while True:
             try:
@@ -680,9 +693,7 @@ class _Solver:
         if settle:
             # A motif step against activations that are still near zero can
             # throw a good but weak motif far off.
-            self.fixed_motifs = True
-            yield from self._stage(self.stage0, lams[-1], 2 * early, 1e-3)
-            self.fixed_motifs = False
+            yield from self._fixed_stage(self.stage0, lams[-1], 2 * early, 1e-3)
             self.stage0 += 1
         return (yield from self._continuation(lams, early, final, self.p.n_motifs > 1))
 
@@ -691,7 +702,7 @@ class _Solver:
     ) -> Generator[SolveProgress, None, list[np.ndarray]]:
         """The joint refinement of discovered motifs on the discovery crop:
         a quarter of the whole-image cost at 512^2, a sixteenth at 1024^2."""
-        crop, om = self._crop()
+        crop, om = self._crop
         sub = self._sub(crop, om, self.p.n_motifs, lam, self.seed)
         yield from self._forward(sub, sub._joint(wins, [lam], early, final, True), lambda k: k)
         return list(sub._centre_kernels())
@@ -758,9 +769,9 @@ class _Solver:
             # gained < 0.002 similarity and no recall).
             polish, debias = DIRECT_ITERS
         disc_final = DISCOVERY_FINAL if N > 1 else DISCOVERY_FINAL_ONE
-        settle_iters = SETTLE_DIRECT[N > 1] * early // STAGE_ITERS[0]
+        settle_iters = SETTLE_DIRECT[N > 1]
         n_disc = N if discover else 0
-        n_again = n_disc if n_disc > 1 and DISCOVERY_REFIT else 0
+        n_again = n_disc if n_disc > 1 else 0
 
         def budget() -> int:
             total = n_disc * (early * (len(full) - 1) + disc_final)
@@ -807,9 +818,7 @@ class _Solver:
         x = (x * nrm[:, None, None] * self.support).astype(np.float32)
         self._setup_op((kh, kw), (a / nrm[:, None, None, None]).astype(np.float32), x)
         if direct:
-            self.fixed_motifs = True
-            yield from self._stage(self.stage0, lam, settle_iters, 1e-3)
-            self.fixed_motifs = False
+            yield from self._fixed_stage(self.stage0, lam, settle_iters, 1e-3)
             self.stage0 += 1
         converged = yield from self._stage(self.stage0, lam, polish, self.tol)
         if debias:
@@ -817,9 +826,7 @@ class _Solver:
             # lambda shrinks every copy by about lambda, which would make weak
             # but real copies fall under the peak threshold and bias heights.
             self.support = self.support * (self.x != 0)
-            self.fixed_motifs = True
-            yield from self._stage(self.stage0 + 1, 0.0, debias, self.tol)
-            self.fixed_motifs = False
+            yield from self._fixed_stage(self.stage0 + 1, 0.0, debias, self.tol)
         self.total = self.iteration
         return self._result(lam, converged, params)
 
