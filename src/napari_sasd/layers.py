@@ -391,15 +391,17 @@ def apply_layer_data(viewer, tuples: list[tuple], replace: Sequence = ()) -> lis
             pool[key] = layer
     from napari.layers import Layer
 
-    plan = []
+    plan, stale = [], []
     for data, kwargs, kind in tuples:
         key = (kwargs["metadata"][META_KEY]["role"], kwargs["metadata"][META_KEY].get("motif"))
         old = pool.pop(key, None)
         # Built even when an old layer will be updated instead: the check.
         new = Layer.create(data, kwargs, kind)
-        plan.append((old if old is not None and _can_update(old, data, kind) else None, new))
-        if plan[-1][0] is None and old is not None:
-            pool[(key, "superseded")] = old
+        if old is not None and not _can_update(old, data, kind):
+            stale.append(old)
+            old = None
+        plan.append((old, new))
+    stale.extend(pool.values())
     added: list = []
     try:
         shown = []
@@ -411,7 +413,7 @@ def apply_layer_data(viewer, tuples: list[tuple], replace: Sequence = ()) -> lis
                 viewer.layers.append(new)
                 added.append(new)
                 shown.append(new)
-        for layer in pool.values():
+        for layer in stale:
             viewer.layers.remove(layer)
     except Exception:
         for layer in added:
