@@ -57,7 +57,7 @@ class ConvOperator:
         w[0] = 1
         if self.L[1] % 2 == 0:
             w[-1] = 1
-        self._weight = w / np.float32(self.L[0] * self.L[1])
+        self._weight2 = np.repeat(w / np.float32(self.L[0] * self.L[1]), 2)
 
     # -- transforms ---------------------------------------------------------
     def fft_x(self, x: np.ndarray) -> np.ndarray:
@@ -85,21 +85,24 @@ class ConvOperator:
     def inner(self, P: np.ndarray, Q: np.ndarray) -> np.ndarray:
         """Inner products of the real images whose spectra are ``P`` and ``Q``
         ``(..., L0, L1 // 2 + 1)``, over the last two axes (Parseval)."""
-        prod = P.real * Q.real
-        prod += P.imag * Q.imag
-        return np.einsum("...ij,j->...", prod, self._weight)
+        # Re(conj(p) q) = p.re q.re + p.im q.im: one product of the float32
+        # views (each weight repeated for the pair) instead of two strided ones.
+        prod = np.ascontiguousarray(P).view(np.float32) * np.ascontiguousarray(Q).view(np.float32)
+        return np.einsum("...ij,j->...", prod, self._weight2)
 
     # -- model and gradients ------------------------------------------------
     @staticmethod
     def combine(A: np.ndarray, X: np.ndarray) -> np.ndarray:
         """Spectrum (C, ...) of ``sum_n a_{n,c} (*) x_n`` from A (N, C, ...) and X (N, ...).
 
-        Batched over motifs and channels (broadcast products; einsum's
-        generic loop was measured 2-4x slower on complex64).
+        Batched over channels; accumulated motif by motif, which was measured
+        2x faster than a broadcast product summed over motifs, and einsum's
+        generic loop 2-4x slower still on complex64.
         """
-        if A.shape[0] == 1:
-            return A[0] * X[0]
-        return (A * X[:, None]).sum(axis=0)
+        out = A[0] * X[0]
+        for n in range(1, A.shape[0]):
+            out += A[n] * X[n]
+        return out
 
     def grad_x(self, A: np.ndarray, R: np.ndarray) -> np.ndarray:
         """Adjoint on activations: ``(N, Gh, Gw)``, correlation of residual and kernels."""
@@ -113,6 +116,11 @@ class ConvOperator:
 
     def grad_kernel(self, X: np.ndarray, R: np.ndarray) -> np.ndarray:
         """Adjoint on kernels: ``(N, C, Kh, Kw)``, correlation of residual and activations."""
-        P = X.conj()[:, None] * R[None]
+        if R.shape[0] == 1:
+            P = np.conj(X)
+            P *= R[0]
+            P = P[:, None]
+        else:
+            P = X.conj()[:, None] * R[None]
         t = fft.ifft(P, axis=-2, workers=self.workers)[..., : self.Kh, :]
         return fft.irfft(t, n=self.L[1], axis=-1, workers=self.workers)[..., : self.Kw]
