@@ -173,7 +173,9 @@ def test_shapes_rectangle_on_scaled_translated_image(viewer_widget, run_and_wait
 def test_event_loop_keeps_running_during_solve(viewer_widget, qtbot, small_image):
     viewer, widget = viewer_widget
     viewer.add_image(small_image.image, name="img")
-    _setup(widget, max_iter=300)
+    # A budget that keeps the worker busy for about a second here, so the
+    # timer has many ticks to miss if the main thread were blocked.
+    _setup(widget, max_iter=1000)
     ticks = []
     timer = QTimer()
     timer.setInterval(20)
