@@ -95,6 +95,54 @@ def test_several_motifs_on_a_large_image_learn_on_a_crop(monkeypatch):
     assert np.median(recall) >= 0.85, np.round(recall, 3)
 
 
+@pytest.mark.parametrize("still_moving", [False, True])
+def test_crop_refinement_continues_while_a_motif_moves(monkeypatch, still_moving):
+    # The whole image's k x k stages can't move a motif, so the crop's joint
+    # refinement gets another stage when re-centring still shifts a motif by
+    # more than a pixel, and only then; stage numbers stay within n_stages.
+    d = make_synthetic((256, 256), 8, 2, noise=0.02, seed=1)
+    extra = _spy(monkeypatch, "_continuation")
+    recentre = solver._Solver._recentre
+
+    def recentre_reporting(self):
+        recentre(self)
+        if still_moving and self.y.shape[1:] == (128, 128) and self.p.n_motifs == 2:
+            self.moved = 3  # as if the crop's joint stage had left a motif 3 px off
+
+    monkeypatch.setattr(solver._Solver, "_recentre", recentre_reporting)
+    snaps = []
+    gen = napari_sasd.iter_solve(d.image, 8, 2)
+    while True:
+        try:
+            snaps.append(next(gen))
+        except StopIteration as stop:
+            res = stop.value
+            break
+    joint_on_crop = [shape for shape in extra if shape[1:] == (128, 128)]
+    # Discovery's continuations run on 128 crops too, one per motif and refit:
+    # 4 of them; the crop's joint stage is one more, the extra stage another.
+    assert len(joint_on_crop) == 4 + 1 + still_moving
+    stages = [s.stage for s in snaps]
+    assert stages == sorted(stages) and max(stages) < snaps[-1].n_stages
+    assert match_motifs(res.kernels, d.kernels)[0].min() >= 0.99
+
+
+def test_recentring_reports_how_far_it_moved_a_motif():
+    d = make_synthetic((64, 64), 8, 1, noise=0.02, seed=2)
+    s = solver._Solver(solver.prepare(d.image, 8, 1, None, None, None, None), True, 0, None,
+                       1e-4, 0.7, None)  # fmt: skip
+    K = s._lift()  # 16 x 16: a centred 8 x 8 window starts at (4, 4)
+    g = np.exp(-((np.arange(8) - 3.5) ** 2) / 4)
+    a = np.zeros((1, 1, *K), np.float32)
+    a[0, 0, 5:13, 1:9] = np.outer(g, g)  # a symmetric blob, off by (1, -3)
+    s._setup_op(K, a, np.zeros((1, 64 + K[0] - 1, 64 + K[1] - 1), np.float32))
+    s._recentre()
+    assert s.moved == 3
+    assert np.abs(s.a[0, 0, 4:12, 4:12]).sum() > 0.999 * np.abs(s.a).sum()
+    s._recentre()
+    assert s.moved == 0
+
+
 def test_one_motif_from_a_crop_with_missing_pixels():
     # 256^2, k = 8: learnt on a 128 crop, finished on the whole image; 10 % NaN
     # and motifs cut by the border must stay out of the fit in both.
