@@ -65,6 +65,16 @@ def test_border_cut_motifs_and_nan_pixels():
     assert np.all(np.isfinite(res.activations))
 
 
+def _drain(gen):
+    """All progress snapshots of an ``iter_solve`` generator, and its result."""
+    snaps = []
+    while True:
+        try:
+            snaps.append(next(gen))
+        except StopIteration as stop:
+            return snaps, stop.value
+
+
 def _spy(monkeypatch, name):
     """Count calls of a ``_Solver`` generator method (which path a solve took)."""
     calls = []
@@ -110,14 +120,7 @@ def test_crop_refinement_continues_while_a_motif_moves(monkeypatch, still_moving
             self.moved = 3  # as if the crop's joint stage had left a motif 3 px off
 
     monkeypatch.setattr(solver._Solver, "_recentre", recentre_reporting)
-    snaps = []
-    gen = napari_sasd.iter_solve(d.image, 8, 2)
-    while True:
-        try:
-            snaps.append(next(gen))
-        except StopIteration as stop:
-            res = stop.value
-            break
+    snaps, res = _drain(napari_sasd.iter_solve(d.image, 8, 2))
     joint_on_crop = [shape for shape in extra if shape[1:] == (128, 128)]
     # Discovery's continuations run on 128 crops too, one per motif and refit:
     # 4 of them; the crop's joint stage is one more, the extra stage another.
@@ -225,14 +228,7 @@ def test_integer_and_float64_inputs_and_signed_activations():
 
 def test_iter_solve_yields_progress_and_returns_result():
     d = make_synthetic((64, 64), 8, 1, seed=8)
-    gen = napari_sasd.iter_solve(d.image, 8, 1, max_iter=30)
-    snaps = []
-    while True:
-        try:
-            snaps.append(next(gen))
-        except StopIteration as stop:
-            res = stop.value
-            break
+    snaps, res = _drain(napari_sasd.iter_solve(d.image, 8, 1, max_iter=30))
     assert isinstance(res, napari_sasd.SolveResult)
     assert [s.iteration for s in snaps] == list(range(1, len(snaps) + 1))
     assert snaps[-1].kernels.shape == (1, 8, 8)
