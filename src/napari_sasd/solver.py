@@ -254,6 +254,8 @@ class _Solver:
         self.k = prob.kernel_size
         self.iteration = 0
         self.fixed_motifs = False
+        # Largest shift (px) the last re-centring gave a motif.
+        self.moved = 0
 
     # ------------------------------------------------------------------ setup
     def _lift(self) -> tuple[int, int]:
