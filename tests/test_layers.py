@@ -15,6 +15,7 @@ from napari_sasd.layers import (
     apply_layer_data,
     motif_color,
     motif_rgba,
+    plane_transform,
     region_geometry,
     result_layer_data,
     result_layers,
@@ -92,6 +93,35 @@ def test_layer_tuples_roles_geometry_and_metadata():
     np.testing.assert_array_equal(kw["features"]["motif"], d.motif)
     assert kw["face_color"].shape == (len(d), 4)
     assert kw["metadata"][META_KEY]["counts"] == d.counts(2).tolist()
+
+
+def test_results_of_a_rotated_sheared_source_line_up_with_it_in_the_world():
+    # Every result pixel must land where napari draws the source pixel it
+    # came from, through the source's rotation, shear and affine as well.
+    from napari.layers import Image, Layer
+
+    src = Image(
+        np.zeros((60, 80)), scale=(0.5, 2.0), translate=(1.0, -3.0), rotate=30, shear=[0.2],
+        affine=np.array([[1.0, 0.1, 5.0], [0.0, 1.2, -3.0], [0.0, 0.0, 1.0]]),
+    )  # fmt: skip
+    plane = plane_transform(src)
+    assert set(plane) == {"rotate", "shear", "affine"}
+    tuples, d = _tuples(_result(k=7), plane=plane, region=(10, 20, 50, 70))
+    layers = [Layer.create(*t) for t in tuples]
+    act, pts = layers[2], layers[-1]
+    for i, j in [(0, 0), (5, 7), (39, 49)]:
+        np.testing.assert_allclose(act.data_to_world((i, j)), src.data_to_world((10 + i, 20 + j)))
+    assert len(d) > 0
+    for p in d.positions:
+        np.testing.assert_allclose(pts.data_to_world(p), src.data_to_world(p + np.array([10, 20])))
+    # Motif n right of the region: its pixel (0, 0) at source pixel
+    # (y0 + n (k + gap), x1 + gap), gap = 3 px.
+    for n in (0, 1):
+        np.testing.assert_allclose(
+            layers[n].data_to_world((0, 0)), src.data_to_world((10 + n * 10, 73))
+        )
+    # An unrotated source gives nothing to carry over.
+    assert plane_transform(Image(np.zeros((5, 5)), scale=(2, 2))) == {}
 
 
 def test_reconstruction_and_residual_for_a_cube():

@@ -146,6 +146,38 @@ def test_rerun_replaces_in_place_warm_starts_and_keeps(viewer_widget, run_and_wa
     assert len(viewer.layers) == 2 * n_layers - 1
 
 
+def test_results_follow_a_rotated_source(viewer_widget, run_and_wait, small_image):
+    # The user rotated the scan (say, to align the lattice) and drew the
+    # rectangle in its frame: activation maps and defects must sit on it.
+    viewer, widget = viewer_widget
+    geo = {"scale": (0.5, 2.0), "translate": (10.0, -5.0), "rotate": 25.0}
+    img = viewer.add_image(small_image.image, name="img", **geo)
+    y0, x0, y1, x1 = 20, 30, 90, 110
+    # Corners just inside the pixel edges: the rotation's rounding must not
+    # move the region by a pixel.
+    corners = np.array([[y0 - 0.4, x0 - 0.4], [y1 - 0.4, x1 - 0.4]])
+    viewer.add_shapes([corners], shape_type="rectangle", name="roi", **geo)
+    _setup(widget, max_iter=150, region="shapes")
+    widget._shapes.value = viewer.layers["roi"]
+    assert widget.region_for(img) == (y0, x0, y1, x1)
+    assert run_and_wait(widget) == "done"
+    act, pts = viewer.layers["img activation 1"], viewer.layers["img defects"]
+    for i, j in [(0, 0), (5, 7), (60, 70)]:
+        np.testing.assert_allclose(act.data_to_world((i, j)), img.data_to_world((y0 + i, x0 + j)))
+    assert len(pts.data) > 0
+
+    def on_source(points):
+        for p in points.data[:5]:
+            np.testing.assert_allclose(
+                points.data_to_world(p), img.data_to_world(p + np.array([y0, x0]))
+            )
+
+    on_source(pts)
+    # A new threshold rebuilds the points in place; they stay on the source.
+    widget._threshold.value = 0.5 * widget._threshold.value
+    on_source(pts)
+
+
 def test_shapes_rectangle_on_scaled_translated_image(viewer_widget, run_and_wait, small_image):
     viewer, widget = viewer_widget
     img = viewer.add_image(small_image.image, name="img", scale=(0.5, 2.0), translate=(10.0, -5.0))

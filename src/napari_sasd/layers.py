@@ -9,8 +9,8 @@ thread only (napari layers are not thread-safe).
 Geometry: the analysed region ``[y0, x0, y1, x1]`` is in pixels of the source
 layer's data. Results are placed with the source's ``scale`` and a
 ``translate`` shifted by the region offset, so they line up with the source in
-world coordinates. Rotation, shear and affine of the source are not carried
-over.
+world coordinates; a 2-D source's rotation, shear and affine are carried over
+too (the offset then goes through its rotation and shear).
 """
 
 from __future__ import annotations
@@ -62,7 +62,10 @@ def motif_colormap(n: int):
 
 
 def region_geometry(
-    scale: Sequence[float], translate: Sequence[float], region: Sequence[int]
+    scale: Sequence[float],
+    translate: Sequence[float],
+    region: Sequence[int],
+    plane: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scale and translate (last two axes) of layers covering ``region``.
 
@@ -73,15 +76,44 @@ def region_geometry(
         the last two are the image plane).
     region : sequence of int
         ``[y0, x0, y1, x1]`` in source pixels.
+    plane : dict, optional
+        The source's ``rotate`` and ``shear`` (:func:`plane_transform`): the
+        offset of the region goes through them, as napari places pixels
+        (``translate + rotate @ shear @ (scale * pixel)``).
 
     Returns
     -------
     scale, translate : ndarray
         ``(2,)`` each: a layer whose pixel (0, 0) is source pixel (y0, x0).
     """
+    return _offset(scale, translate, np.asarray(region[:2], float), plane)
+
+
+def _offset(
+    scale: Sequence[float], translate: Sequence[float], pixel: np.ndarray, plane: dict | None
+) -> tuple[np.ndarray, np.ndarray]:
     s = np.asarray(scale, float)[-2:]
     t = np.asarray(translate, float)[-2:]
-    return s, t + s * np.asarray(region[:2], float)
+    step = s * pixel
+    if plane:
+        step = plane["rotate"] @ plane["shear"] @ step
+    return s, t + step
+
+
+def plane_transform(layer: Any) -> dict[str, Any]:
+    """A 2-D source layer's ``rotate``, ``shear`` and ``affine`` as matrices,
+    to give the result layers (empty when they are all the identity, or for
+    layers of more dimensions, whose results keep only scale and translate)."""
+    if getattr(layer, "ndim", 2) != 2:
+        return {}
+    rotate = np.asarray(layer.rotate, float)
+    shear = np.asarray(layer.shear, float)
+    if shear.ndim < 2:  # napari gives the upper-triangular values
+        shear = np.array([[1.0, float(shear.reshape(-1)[0])], [0.0, 1.0]])
+    affine = np.asarray(getattr(layer.affine, "affine_matrix", layer.affine), float)
+    if all(np.allclose(m, np.eye(len(m))) for m in (rotate, shear, affine)):
+        return {}
+    return {"rotate": rotate, "shear": shear, "affine": affine}
 
 
 def result_metadata(
@@ -153,11 +185,13 @@ def defects_layer_data(
     run_id: str | None = None,
     threshold: float | None = None,
     threshold_relative: float | None = None,
+    plane: dict[str, Any] | None = None,
 ) -> tuple:
     """Points layer-data tuple of the defects, coloured by motif.
 
     Point positions are in pixels of the analysed region; ``scale`` and
-    ``translate`` (from :func:`region_geometry`) place them in the world.
+    ``translate`` (from :func:`region_geometry`) and the source's ``plane``
+    transform (:func:`plane_transform`) place them in the world.
     ``threshold`` (image units) and ``threshold_relative`` (fraction of the
     strongest copy) are recorded in the metadata.
     """
@@ -187,8 +221,21 @@ def defects_layer_data(
         "size": max(4.0, 0.6 * max(kh, kw)),
         "border_width": 0.0,
         "metadata": {META_KEY: meta},
+        **_plane_kwargs(plane),
     }
     return pos, kwargs, "points"
+
+
+def _plane_kwargs(plane: dict[str, Any] | None) -> dict[str, Any]:
+    # Always set on 2-D result layers, identity included, so that updating a
+    # layer in place also undoes a previous run's rotation.
+    eye2, eye3 = np.eye(2), np.eye(3)
+    plane = plane or {}
+    return {
+        "rotate": plane.get("rotate", eye2),
+        "shear": plane.get("shear", eye2),
+        "affine": plane.get("affine", eye3),
+    }
 
 
 def result_layer_data(
@@ -205,6 +252,7 @@ def result_layer_data(
     run_id: str | None = None,
     threshold: float | None = None,
     threshold_relative: float | None = None,
+    plane: dict[str, Any] | None = None,
 ) -> list[tuple]:
     """All result layers of a solve, as napari layer-data tuples.
 
@@ -233,6 +281,9 @@ def result_layer_data(
     threshold, threshold_relative : float, optional
         Detection threshold used for ``defects``, in image units and as a
         fraction of the strongest copy (stored in the metadata).
+    plane : dict, optional
+        A 2-D source's rotation, shear and affine (:func:`plane_transform`),
+        given to every 2-D result layer.
 
     Returns
     -------
@@ -243,8 +294,12 @@ def result_layer_data(
     """
     run_id = run_id or uuid.uuid4().hex
     common = {"region": region, "source": source, "source_path": source_path, "run_id": run_id}
-    s2, t2 = region_geometry(scale, translate, region)
     cube = result.kernels.ndim == 4
+    plane = None if cube else (plane or None)
+    s2, t2 = region_geometry(scale, translate, region, plane)
+    # 2-D layers carry the source's rotation, shear and affine; a cube's
+    # results (3-D motifs) keep scale and translate only.
+    geo2 = {} if cube else _plane_kwargs(plane)
     # The channel axis (cube) keeps the source's scale/translate on axis 0.
     s_lead = [float(np.asarray(scale)[-3])] if cube and len(scale) >= 3 else [1.0] * cube
     t_lead = [float(np.asarray(translate)[-3])] if cube and len(translate) >= 3 else [0.0] * cube
@@ -256,7 +311,7 @@ def result_layer_data(
         lim = float(np.abs(k).max()) or 1.0
         # Beside the region, one under the other, at the source's pixel size.
         off = np.array([y0 + n * (kh + MOTIF_GAP), x1 + MOTIF_GAP], float)
-        t = np.asarray(translate, float)[-2:] + s2 * off
+        t = _offset(scale, translate, off, plane)[1]
         out.append(
             (
                 k,
@@ -268,6 +323,7 @@ def result_layer_data(
                     # Symmetric limits: zero is mid-grey, dips read as dark.
                     "contrast_limits": (-lim, lim),
                     "metadata": {META_KEY: result_metadata("motifs", result, motif=n, **common)},
+                    **geo2,
                 },
                 "image",
             )
@@ -288,6 +344,7 @@ def result_layer_data(
                     "metadata": {
                         META_KEY: result_metadata("activation", result, motif=n, **common)
                     },
+                    **_plane_kwargs(plane),
                 },
                 "image",
             )
@@ -300,12 +357,13 @@ def result_layer_data(
             translate=t2,
             threshold=threshold,
             threshold_relative=threshold_relative,
+            plane=plane,
             **common,
         )
     )
     if with_reconstruction:
         rec = np.asarray(result.reconstruction, np.float32)
-        geo = {"scale": (*s_lead, *s2), "translate": (*t_lead, *t2)}
+        geo = {"scale": (*s_lead, *s2), "translate": (*t_lead, *t2), **geo2}
         out.append(
             (
                 rec,
@@ -440,8 +498,9 @@ def _update_layer(layer, data, kwargs: dict, kind: str) -> None:
         layer.data = data
         layer.features = kwargs["features"]
         layer.face_color = kwargs["face_color"]
-        for k in ("scale", "translate", "size", "symbol", "metadata"):
-            setattr(layer, k, kwargs[k])
+        for k in ("scale", "translate", "rotate", "shear", "affine", "size", "symbol", "metadata"):
+            if k in kwargs:
+                setattr(layer, k, kwargs[k])
         layer.refresh()
         return
     layer.data = data

@@ -38,6 +38,7 @@ from .layers import (
     apply_layer_data,
     defects_layer_data,
     motif_color,
+    plane_transform,
     region_geometry,
     result_layer_data,
     result_layers,
@@ -672,6 +673,7 @@ class SasdWidget(QWidget):
             analysed=ctx.image,
             with_reconstruction=bool(self._recon.value),
             run_id=ctx.run_id,
+            plane=plane_transform(layer),
             **self._thresholds(),
         )
         # Replace only the layers of this source's previous run in this widget,
@@ -752,7 +754,8 @@ class SasdWidget(QWidget):
         if self._points is None or self._points not in self.viewer.layers:
             return
         ctx, layer = self.context, self.context.source
-        s, t = region_geometry(layer.scale, layer.translate, ctx.region)
+        plane = plane_transform(layer)
+        s, t = region_geometry(layer.scale, layer.translate, ctx.region, plane)
         data, kwargs, _ = defects_layer_data(
             defects,
             self.result,
@@ -762,6 +765,7 @@ class SasdWidget(QWidget):
             source=self._points.metadata[META_KEY]["source"],
             source_path=self._points.metadata[META_KEY]["source_path"],
             run_id=ctx.run_id,
+            plane=plane,
             **self._thresholds(),
         )
         update_points(self._points, data, kwargs)
