@@ -310,6 +310,27 @@ def test_labels_mask_is_passed_to_solver(viewer_widget, small_image):
     assert kwargs["mask"][:, :20].all() and not kwargs["mask"][:, 20:].any()
 
 
+def test_labels_mask_maps_through_rotation_and_takes_the_displayed_plane(
+    viewer_widget, small_image
+):
+    viewer, widget = viewer_widget
+    # The image turned by 90 degrees: its pixel (r, c) is at world (-c, r).
+    viewer.add_image(small_image.image, name="img", rotate=90)
+    # Labels painted in the world, not rotated: its pixel (i, j) is at world
+    # (i - 127, j), so labels columns < 20 are the image's rows < 20.
+    lab = np.zeros((2, 3, 128, 128), int)
+    lab[0] = 1  # other planes: everything labelled
+    lab[1, 2, :, :20] = 1
+    viewer.add_labels(lab, name="bad", translate=(-127, 0))
+    viewer.dims.current_step = (1, 2, *viewer.dims.current_step[2:])
+    widget._image.value = viewer.layers["img"]
+    widget._mask.value = viewer.layers["bad"]
+    _, kwargs, _ = widget.prepare()
+    mask = kwargs["mask"]
+    assert mask.shape == (128, 128)
+    assert not mask[:20].any() and mask[20:].all()
+
+
 def test_cube_and_slice_modes(viewer_widget, run_and_wait):
     viewer, widget = viewer_widget
     viewer.open_sample("napari-sasd", "cube")

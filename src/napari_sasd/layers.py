@@ -100,6 +100,20 @@ def _offset(
     return s, t + step
 
 
+def pixel_to_world(layer: Any) -> np.ndarray:
+    """``3 x 3`` homogeneous matrix from a layer's (row, col) pixel, in its last
+    two axes, to world coordinates, as napari places it."""
+    s = np.asarray(layer.scale, float)[-2:]
+    t = np.asarray(layer.translate, float)[-2:]
+    plane = plane_transform(layer)
+    lin = np.diag(s)
+    m = np.eye(3)
+    if plane:
+        lin = plane["rotate"] @ plane["shear"] @ lin
+    m[:2, :2], m[:2, 2] = lin, t
+    return plane["affine"] @ m if plane else m
+
+
 def plane_transform(layer: Any) -> dict[str, Any]:
     """A 2-D source layer's ``rotate``, ``shear`` and ``affine`` as matrices,
     to give the result layers (empty when they are all the identity, or for

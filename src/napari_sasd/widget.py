@@ -38,6 +38,7 @@ from .layers import (
     apply_layer_data,
     defects_layer_data,
     motif_color,
+    pixel_to_world,
     plane_transform,
     region_geometry,
     result_layer_data,
@@ -485,8 +486,13 @@ class SasdWidget(QWidget):
         return int(canvas.size[1]), int(canvas.size[0])
 
     def _slice_index(self, layer) -> int:
+        return self._plane_index(layer)[0]
+
+    def _plane_index(self, layer) -> tuple[int, ...]:
+        """Indices of the displayed plane along ``layer``'s leading axes."""
         d = layer.world_to_data(self._world_point(np.asarray(self.viewer.dims.point)))
-        return int(np.clip(np.round(d[0]), 0, layer.data.shape[0] - 1))
+        lead = np.shape(layer.data)[:-2]
+        return tuple(int(np.clip(np.round(v), 0, n - 1)) for v, n in zip(d, lead, strict=False))
 
     def _mask_for(self, layer, region) -> np.ndarray | None:
         """Boolean ``(h, w)`` (True = analysed) from the Labels layer, or None."""
@@ -495,20 +501,20 @@ class SasdWidget(QWidget):
             return None
         y0, x0, y1, x1 = region
         # Nearest labels pixel of each region pixel, through world coordinates
-        # (scale and translate), so a Labels layer of another size still fits.
-        s, t = region_geometry(layer.scale, layer.translate, region)
-        ls, lt = np.asarray(labels.scale, float)[-2:], np.asarray(labels.translate, float)[-2:]
-        rows = np.round((t[0] + s[0] * np.arange(y1 - y0) - lt[0]) / ls[0]).astype(int)
-        cols = np.round((t[1] + s[1] * np.arange(x1 - x0) - lt[1]) / ls[1]).astype(int)
+        # (scale, translate, rotation, shear, affine), so a Labels layer of
+        # another size, or one not rotated with the image, still fits.
+        to_labels = np.linalg.inv(pixel_to_world(labels)) @ pixel_to_world(layer)
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        lin, off = to_labels[:2, :2], to_labels[:2, 2]
+        rows = np.round(lin[0, 0] * yy + lin[0, 1] * xx + off[0]).astype(int)
+        cols = np.round(lin[1, 0] * yy + lin[1, 1] * xx + off[1]).astype(int)
         data = labels.data
-        if data.ndim > 2:
-            data = data[self._slice_index(labels)] if data.ndim == 3 else data[..., :, :]
+        if data.ndim > 2:  # the plane on display
+            data = data[self._plane_index(labels)]
         data = np.asarray(data)
         lh, lw = data.shape[-2:]
-        inside = ((rows >= 0) & (rows < lh))[:, None] & ((cols >= 0) & (cols < lw))[None, :]
-        lab = np.zeros((y1 - y0, x1 - x0), bool)
-        r, c = np.clip(rows, 0, lh - 1), np.clip(cols, 0, lw - 1)
-        lab[:] = data[np.ix_(r, c)] > 0
+        inside = (rows >= 0) & (rows < lh) & (cols >= 0) & (cols < lw)
+        lab = data[np.clip(rows, 0, lh - 1), np.clip(cols, 0, lw - 1)] > 0
         lab &= inside
         return ~lab if self._mask_mode.value == "exclude" else lab
 
