@@ -169,6 +169,25 @@ def test_write_bundle_from_widget_layers_without_record_geometry(tmp_path):
     )
 
 
+def test_write_bundle_of_a_cube_keeps_the_channel_axis_geometry(tmp_path):
+    """A spectroscopy cube's channel axis scale and translate survive a save
+    from layers and a reopen (the motif layers carry them)."""
+    from napari_sasd.layers import result_layer_data
+
+    res = truth_result(n_channels=3)
+    assert res.kernels.ndim == 4
+    tuples = result_layer_data(
+        res, find_defects(res.activations), source="cube", region=(4, 6, 68, 86),
+        scale=(0.5, 2.0, 3.0), translate=(7.0, 1.0, 1.0),
+    )  # fmt: skip
+    data = [ly.as_layer_data_tuple() for ly in _layers(tuples)]
+    out = write_bundle(str(tmp_path / "c.sasd"), data)
+    b = load_bundle(out[0])
+    assert b.record["scale"] == [0.5, 2.0, 3.0] and b.record["translate"] == [7.0, 1.0, 1.0]
+    motif = _layers(get_reader(out[0])(out[0]))[0]
+    np.testing.assert_allclose(motif.scale, (0.5, 2.0, 3.0))
+
+
 def test_write_bundle_refuses_other_layers(tmp_path):
     with pytest.raises(ValueError, match="select the result layers") as e:
         write_bundle(str(tmp_path / "x"), [(np.zeros((4, 4)), {"name": "img"}, "image")])

@@ -77,6 +77,9 @@ def write_bundle(path: str, layer_data: list[tuple[Any, dict, str]]) -> list[str
         role = m["role"]
         if role == "motifs" and kind == "image":
             motifs[int(m.get("motif", len(motifs)))] = np.asarray(data)
+            # A cube's motif layers hold the channel axis's scale and translate.
+            geo.setdefault("motif_scale", meta.get("scale"))
+            geo.setdefault("motif_translate", meta.get("translate"))
         elif role == "activation" and kind == "image":
             acts[int(m.get("motif", len(acts)))] = np.asarray(data)
             geo.setdefault("scale", meta.get("scale"))
@@ -134,8 +137,14 @@ def write_bundle(path: str, layer_data: list[tuple[Any, dict, str]]) -> list[str
         # The activation layers sit at the source's scale, shifted by the region.
         s = np.asarray(geo["scale"], float)[-2:]
         t = np.asarray(geo.get("translate") or (0.0, 0.0), float)[-2:]
+        t = t - s * np.asarray(region[:2], float)
+        ms, mt = geo.get("motif_scale"), geo.get("motif_translate")
+        if kernels.ndim == 4 and ms is not None and len(ms) >= 3:
+            # A cube: the channel axis first, as the source layer has it.
+            s = np.concatenate([[float(ms[-3])], s])
+            t = np.concatenate([[float(mt[-3]) if mt is not None else 0.0], t])
         record["scale"] = s.tolist()
-        record["translate"] = (t - s * np.asarray(region[:2], float)).tolist()
+        record["translate"] = t.tolist()
     if defects is None:
         defects = Defects(np.zeros((0, 2)), np.zeros(0, int), np.zeros(0))
     folder = write_bundle_files(out, kernels, activations, defects, record)
