@@ -188,6 +188,35 @@ def test_write_bundle_of_a_cube_keeps_the_channel_axis_geometry(tmp_path):
     np.testing.assert_allclose(motif.scale, (0.5, 2.0, 3.0))
 
 
+def test_bundle_of_a_rotated_source_keeps_its_placement(tmp_path):
+    """Layers of a rotated, sheared source -> bundle -> CSV world coordinates
+    and reopened layers that still sit on the source's pixels."""
+    from napari.layers import Image
+
+    from napari_sasd.layers import plane_transform, result_layer_data
+
+    src = Image(
+        np.zeros((80, 100)), scale=(2.0, 3.0), translate=(1.0, 1.0), rotate=30, shear=[0.1],
+        affine=np.array([[1.0, 0.0, 4.0], [0.0, 1.1, -2.0], [0.0, 0.0, 1.0]]),
+    )  # fmt: skip
+    res = truth_result()
+    region = (4, 6, 68, 86)
+    tuples = result_layer_data(
+        res, find_defects(res.activations), source="img", region=region, scale=src.scale,
+        translate=src.translate, plane=plane_transform(src),
+    )  # fmt: skip
+    data = [ly.as_layer_data_tuple() for ly in _layers(tuples)]
+    out = write_bundle(str(tmp_path / "r.sasd"), data)[0]
+    with open(tmp_path / "r.sasd" / "defects.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows
+    for row in rows[:5]:
+        world = src.data_to_world((float(row["row"]), float(row["col"])))
+        np.testing.assert_allclose([float(row["y"]), float(row["x"])], world, atol=1e-6)
+    act = next(ly for ly in _layers(get_reader(out)(out)) if ly.name == "img activation 1")
+    np.testing.assert_allclose(act.data_to_world((3, 5)), src.data_to_world((4 + 3, 6 + 5)))
+
+
 def test_write_bundle_refuses_other_layers(tmp_path):
     with pytest.raises(ValueError, match="select the result layers") as e:
         write_bundle(str(tmp_path / "x"), [(np.zeros((4, 4)), {"name": "img"}, "image")])

@@ -7,7 +7,9 @@ loop keeps running while the solver works in its thread.
 
 from __future__ import annotations
 
+import csv
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,7 +148,7 @@ def test_rerun_replaces_in_place_warm_starts_and_keeps(viewer_widget, run_and_wa
     assert len(viewer.layers) == 2 * n_layers - 1
 
 
-def test_results_follow_a_rotated_source(viewer_widget, run_and_wait, small_image):
+def test_results_follow_a_rotated_source(viewer_widget, run_and_wait, small_image, tmp_path):
     # The user rotated the scan (say, to align the lattice) and drew the
     # rectangle in its frame: activation maps and defects must sit on it.
     viewer, widget = viewer_widget
@@ -176,6 +178,14 @@ def test_results_follow_a_rotated_source(viewer_widget, run_and_wait, small_imag
     # A new threshold rebuilds the points in place; they stay on the source.
     widget._threshold.value = 0.5 * widget._threshold.value
     on_source(pts)
+    # The saved table's world coordinates are the source's too.
+    out = widget._on_save(path=str(tmp_path / "rot.sasd"))
+    with open(Path(out) / "defects.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(pts.data)
+    for row in rows[:5]:
+        world = img.data_to_world((float(row["row"]), float(row["col"])))
+        np.testing.assert_allclose([float(row["y"]), float(row["x"])], world, atol=1e-6)
 
 
 def test_shapes_rectangle_on_scaled_translated_image(viewer_widget, run_and_wait, small_image):

@@ -14,12 +14,15 @@ layers' ``metadata['napari_sasd']`` (see :mod:`napari_sasd.layers`): ``params``,
 ``lam``, ``seed``, ``region`` ``[y0, x0, y1, x1]`` (source pixels), ``source``
 (layer name), ``source_path``, ``version``, ``threshold``, ``run_id``; plus
 ``scale``/``translate`` of the source, ``bias``, ``explained``, ``colors``
-(one hex colour per motif) and the run statistics.
+(one hex colour per motif) and the run statistics; for a rotated, sheared or
+affine-transformed 2-D source also its ``rotate``, ``shear`` (2 x 2) and
+``affine`` (3 x 3) matrices.
 
 Coordinates: ``row``/``col`` in ``defects.csv`` are pixels of the *source*
 image (the region offset added) and ``y``/``x`` are world units
-(``translate + scale * (row, col)``), so the table lines up with the original
-image. :attr:`Bundle.defects` positions are relative to the region, like the
+(``translate + scale * (row, col)``, through the rotation, shear and affine
+when there are any, as napari places pixels), so the table lines up with the
+original image. :attr:`Bundle.defects` positions are relative to the region, like the
 activation maps (what :func:`napari_sasd.find_defects` returns).
 """
 
@@ -320,6 +323,14 @@ def write_bundle_files(
         tifffile.imwrite(out / "activations.tif", activations, photometric="minisblack")
         pos = np.asarray(defects.positions, float).reshape(-1, 2) + np.asarray(region[:2], float)
         world = translate + scale * pos
+        if record.get("rotate") or record.get("shear") or record.get("affine"):
+            # A rotated / sheared source (2-D): as napari places its pixels,
+            # affine(translate + rotate @ shear @ (scale * pixel)).
+            lin = np.asarray(record.get("rotate") or np.eye(2), float)
+            lin = lin @ np.asarray(record.get("shear") or np.eye(2), float)
+            aff = np.asarray(record.get("affine") or np.eye(3), float)
+            world = translate + (scale * pos) @ lin.T
+            world = world @ aff[:2, :2].T + aff[:2, 2]
         with open(out / "defects.csv", "w", newline="", encoding="utf-8") as f:
             wr = csv.writer(f)
             wr.writerow(CSV_COLUMNS)

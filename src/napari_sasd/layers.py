@@ -120,14 +120,25 @@ def plane_transform(layer: Any) -> dict[str, Any]:
     layers of more dimensions, whose results keep only scale and translate)."""
     if getattr(layer, "ndim", 2) != 2:
         return {}
-    rotate = np.asarray(layer.rotate, float)
-    shear = np.asarray(layer.shear, float)
-    if shear.ndim < 2:  # napari gives the upper-triangular values
-        shear = np.array([[1.0, float(shear.reshape(-1)[0])], [0.0, 1.0]])
-    affine = np.asarray(getattr(layer.affine, "affine_matrix", layer.affine), float)
-    if all(np.allclose(m, np.eye(len(m))) for m in (rotate, shear, affine)):
+    return plane_from(layer.rotate, layer.shear, getattr(layer.affine, "affine_matrix", None))
+
+
+def plane_from(rotate: Any = None, shear: Any = None, affine: Any = None) -> dict[str, Any]:
+    """:func:`plane_transform` from napari-style values (a layer-data tuple's
+    or a bundle record's): rotation matrix, shear matrix or its upper-triangular
+    value, ``3 x 3`` affine; None for the identity. Empty unless 2-D and not
+    the identity."""
+    eye2 = np.eye(2)
+    r = eye2 if rotate is None else np.asarray(rotate, float)
+    sh = eye2 if shear is None else np.asarray(shear, float)
+    if sh.ndim < 2:  # napari's upper-triangular values
+        sh = np.array([[1.0, float(sh.reshape(-1)[0])], [0.0, 1.0]])
+    a = np.eye(3) if affine is None else np.asarray(affine, float)
+    if r.shape != (2, 2) or sh.shape != (2, 2) or a.shape != (3, 3):
         return {}
-    return {"rotate": rotate, "shear": shear, "affine": affine}
+    if all(np.allclose(m, np.eye(len(m))) for m in (r, sh, a)):
+        return {}
+    return {"rotate": r, "shear": sh, "affine": a}
 
 
 def result_metadata(

@@ -143,7 +143,7 @@ def read_3ds_layers(path: PathLike) -> list[LayerData]:
 
 def read_bundle_layers(path: PathLike) -> list[LayerData]:
     """The result layers of a saved bundle, as the widget shows them."""
-    from .layers import META_KEY, result_layer_data
+    from .layers import META_KEY, plane_from, result_layer_data
 
     b = load_bundle(path)
     rec = b.record
@@ -158,6 +158,7 @@ def read_bundle_layers(path: PathLike) -> list[LayerData]:
         source_path=rec.get("source_path"),
         run_id=rec.get("run_id"),
         threshold=rec.get("threshold"),
+        plane=plane_from(rec.get("rotate"), rec.get("shear"), rec.get("affine")),
     )
     colors = list(rec.get("colors") or [])
     # Everything in the record rides along in each layer's metadata, so saving

@@ -805,7 +805,10 @@ class SasdWidget(QWidget):
                 translate=tuple(float(v) for v in layer.translate[-nd:]),
                 colors=[motif_color(n) for n in range(self.result.n_motifs)],
                 threshold=self._thresholds()["threshold"],
-                extra={"threshold_relative": self._thresholds()["threshold_relative"]},
+                extra={
+                    "threshold_relative": self._thresholds()["threshold_relative"],
+                    **plane_transform(layer),
+                },
             )
         except Exception as exc:
             show_error(f"napari-sasd: could not save the bundle: {exc}")

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .bundle import BundleError, bundle_path, write_bundle_files
+from .layers import plane_from
 from .peaks import Defects
 
 META_KEY = "napari_sasd"  # same as napari_sasd.layers.META_KEY (kept Qt/napari-free)
@@ -84,6 +85,9 @@ def write_bundle(path: str, layer_data: list[tuple[Any, dict, str]]) -> list[str
             acts[int(m.get("motif", len(acts)))] = np.asarray(data)
             geo.setdefault("scale", meta.get("scale"))
             geo.setdefault("translate", meta.get("translate"))
+            geo.setdefault(
+                "plane", plane_from(meta.get("rotate"), meta.get("shear"), meta.get("affine"))
+            )
         elif role == "defects" and kind == "points":
             pos = np.asarray(data, float).reshape(len(data), -1)[:, -2:]
             try:
@@ -137,7 +141,12 @@ def write_bundle(path: str, layer_data: list[tuple[Any, dict, str]]) -> list[str
         # The activation layers sit at the source's scale, shifted by the region.
         s = np.asarray(geo["scale"], float)[-2:]
         t = np.asarray(geo.get("translate") or (0.0, 0.0), float)[-2:]
-        t = t - s * np.asarray(region[:2], float)
+        step = s * np.asarray(region[:2], float)
+        plane = geo.get("plane")
+        if plane:  # the offset went through the source's rotation and shear
+            step = plane["rotate"] @ plane["shear"] @ step
+            record.update(plane)
+        t = t - step
         ms, mt = geo.get("motif_scale"), geo.get("motif_translate")
         if kernels.ndim == 4 and ms is not None and len(ms) >= 3:
             # A cube: the channel axis first, as the source layer has it.
