@@ -479,11 +479,19 @@ class SasdWidget(QWidget):
         return y0, x0, y1, x1
 
     def _canvas_size(self) -> tuple[int, int]:
-        size = getattr(self.viewer, "_canvas_size", None)
-        if size is not None and min(size) > 1:
-            return int(size[0]), int(size[1])
-        canvas = self.viewer.window._qt_viewer.canvas
-        return int(canvas.size[1]), int(canvas.size[0])
+        """``(height, width)`` of the viewer's canvas in screen pixels."""
+        # napari 0.9 has no public canvas size, and its private one is going
+        # away (FutureWarning); the canvas is the largest OpenGL widget of the
+        # window this dock widget sits in, found with Qt's public API.
+        from qtpy.QtOpenGLWidgets import QOpenGLWidget
+
+        gls = self.window().findChildren(QOpenGLWidget)
+        if gls:
+            g = max(gls, key=lambda g: g.width() * g.height())
+            return int(g.height()), int(g.width())
+        # Not docked in the viewer's window (a widget made on its own).
+        h, w = self.viewer.window._qt_viewer.canvas.size  # napari gives (height, width)
+        return int(h), int(w)
 
     def _slice_index(self, layer) -> int:
         return self._plane_index(layer)[0]
