@@ -47,6 +47,19 @@ def test_sample_then_solve(tmp_path, capsys):
     assert r["params"]["max_iter"] == 30 and r["seed"] == 0 and r["flatten"] == "none"
     counts = "+".join(str(c) for c in np.bincount(b.defects.motif, minlength=2))
     assert f"defects {counts}," in line
+    assert r["threshold_per_motif"] is False and isinstance(r["threshold"], float)
+
+    # Each motif against its own strongest copy: a threshold per motif, recorded.
+    rc = main(["solve", str(topo), *FAST, "--roi", "10,20,106,116", "--threshold", "0.6",
+               "--threshold-per-motif", "--out", str(tmp_path / "own")])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    b2 = load_bundle(tmp_path / "own" / "topo.sasd")
+    tops = b2.activations.max(axis=(1, 2))
+    assert b2.record["threshold_per_motif"] is True
+    np.testing.assert_allclose(b2.record["threshold"], 0.6 * tops, rtol=1e-6)
+    for n in range(2):
+        amp = b2.defects.amplitude[b2.defects.motif == n]
+        assert len(amp) >= 1 and amp.min() >= 0.6 * tops[n] - 1e-6
 
 
 def test_sample_cube_npy_and_multichannel_solve(tmp_path, capsys):

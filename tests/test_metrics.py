@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from napari_sasd.metrics import match_motifs, precision_recall, shift_invariant_similarity
 from napari_sasd.synthetic import make_motif
@@ -36,3 +37,28 @@ def test_precision_recall_matches_dense_assignment_on_random_points():
     assert np.isclose(p, hits / len(found)) and np.isclose(rec, hits / len(truth))
     # exact coincidences count
     assert precision_recall(truth[:5], truth[:5]) == (1.0, 1.0)
+
+
+def test_threshold_per_motif_finds_a_faint_kind_beside_a_bright_one():
+    from napari_sasd.peaks import find_defects, motif_thresholds
+
+    acts = np.zeros((2, 40, 40), np.float32)
+    bright = [(5, 5), (5, 30), (30, 5)]
+    faint = [(20, 20), (30, 30), (12, 25)]
+    for p in bright:
+        acts[(0, *p)] = 1.0
+    for p in faint:
+        acts[(1, *p)] = 0.1
+    acts[1, 35, 10] = 0.01  # a speck in the faint map, under a tenth of its copies
+    common = find_defects(acts, 0.5, relative=True)
+    assert common.counts(2).tolist() == [3, 0]  # the faint kind is lost
+    own = find_defects(acts, 0.5, relative=True, per_motif=True)
+    assert own.counts(2).tolist() == [3, 3]
+    assert sorted(map(tuple, own.positions[own.motif == 1].astype(int))) == sorted(faint)
+    np.testing.assert_allclose(
+        motif_thresholds(acts, 0.5, relative=True, per_motif=True), [0.5, 0.05]
+    )
+    # One absolute threshold per motif, and a clear error for a wrong count.
+    assert find_defects(acts, [0.5, 0.05]).counts(2).tolist() == [3, 3]
+    with pytest.raises(ValueError, match="one per motif"):
+        find_defects(acts, [0.5, 0.05, 0.1])

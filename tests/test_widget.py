@@ -93,6 +93,13 @@ def test_threshold_slider_updates_points_without_solving(viewer_widget, run_and_
     assert pts.metadata[META_KEY]["threshold"] == pytest.approx(0.9 * top)
     widget._threshold.value = 0.05
     assert len(pts.data) > n0
+    # Per motif: each motif's copies against its own strongest one.
+    widget._threshold.value = 0.9
+    widget._per_motif.value = True
+    tops = result.activations.max(axis=(1, 2))
+    assert pts.metadata[META_KEY]["threshold"] == pytest.approx((0.9 * tops).tolist())
+    motifs = pts.features["motif"].to_numpy()
+    assert sorted(set(motifs.tolist())) == [0, 1]  # every motif keeps its strongest copies
     # No new solve: same runner, same result object.
     assert widget.runner is runner and widget.result is result
 

@@ -176,7 +176,7 @@ def build_record(
     scale: Sequence[float] = (1.0, 1.0),
     translate: Sequence[float] = (0.0, 0.0),
     colors: Sequence[str] | None = None,
-    threshold: float | None = None,
+    threshold: float | Sequence[float] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``record.json`` dictionary of a run (JSON-serialisable).
@@ -229,7 +229,7 @@ def save_bundle(
     scale: Sequence[float] = (1.0, 1.0),
     translate: Sequence[float] = (0.0, 0.0),
     colors: Sequence[str] | None = None,
-    threshold: float | None = None,
+    threshold: float | Sequence[float] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Save a solve as a bundle folder ``NAME.sasd/``.
@@ -256,8 +256,9 @@ def save_bundle(
         with the channel axis first for a cube).
     colors : sequence of str, optional
         One colour per motif (hex), default the plugin's palette.
-    threshold : float, optional
-        Detection threshold used (absolute, image units).
+    threshold : float or sequence of float, optional
+        Detection threshold used (absolute, image units; one per motif when
+        each motif had its own).
     extra : dict, optional
         More JSON-serialisable entries for ``record.json``.
 

@@ -187,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="count a defect where an activation exceeds T times the largest one "
         "(0-1; default: automatic)",
     )
+    s.add_argument(
+        "--threshold-per-motif",
+        action="store_true",
+        help="take the threshold from each motif's own map, so a faint kind of defect is "
+        "found beside a bright one (default: one threshold from all maps)",
+    )
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument(
         "--max-iter", type=_positive_int, metavar="I", help="iteration budget (default: solver's)"
@@ -242,6 +248,7 @@ class SolveOptions:
     flatten: str
     roi: tuple[int, int, int, int] | None
     threshold: float | None
+    threshold_per_motif: bool
     seed: int
     max_iter: int | None
     out: str
@@ -285,7 +292,7 @@ def solve_file(
     from .bundle import save_bundle
     from .flatten import flatten
     from .imageio import read_image
-    from .peaks import find_defects
+    from .peaks import find_defects, motif_thresholds
 
     t0 = time.perf_counter()
     img = read_image(path, opts.channel)
@@ -325,10 +332,11 @@ def solve_file(
         bar.close()
 
     acts = result.activations
-    thr = None
-    if opts.threshold is not None:
-        thr = float(opts.threshold) * float(acts.max(initial=0.0))
+    per = opts.threshold_per_motif
+    thr = motif_thresholds(acts, opts.threshold, relative=True, per_motif=per)
     defects = find_defects(acts, thr)
+    # Recorded in image units: one value, or one per motif.
+    thr_rec = thr.tolist() if per else float(thr[0]) if len(thr) else None
     scale = tuple(img.scale)
     translate = tuple(img.translate)
     if img.channel_axis is not None:  # the layer convention for a cube: channel axis first
@@ -342,10 +350,11 @@ def solve_file(
         region=region,
         scale=scale,
         translate=translate,
-        threshold=thr,
+        threshold=thr_rec,
         extra={
             "flatten": mode,
             "threshold_relative": opts.threshold,
+            "threshold_per_motif": per,
             "channel": img.name,
             "units": img.units,
             "space_units": img.metadata.get("space_units", "px"),
@@ -399,6 +408,7 @@ def _cmd_solve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         flatten=args.flatten,
         roi=args.roi,
         threshold=args.threshold,
+        threshold_per_motif=args.threshold_per_motif,
         seed=args.seed,
         max_iter=args.max_iter,
         out=str(args.out),

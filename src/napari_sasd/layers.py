@@ -208,7 +208,7 @@ def defects_layer_data(
     source: str,
     source_path: str | None = None,
     run_id: str | None = None,
-    threshold: float | None = None,
+    threshold: float | Sequence[float] | None = None,
     threshold_relative: float | None = None,
     plane: dict[str, Any] | None = None,
 ) -> tuple:
@@ -275,7 +275,7 @@ def result_layer_data(
     analysed: np.ndarray | None = None,
     with_reconstruction: bool = False,
     run_id: str | None = None,
-    threshold: float | None = None,
+    threshold: float | Sequence[float] | None = None,
     threshold_relative: float | None = None,
     plane: dict[str, Any] | None = None,
 ) -> list[tuple]:
@@ -304,8 +304,9 @@ def result_layer_data(
     run_id : str, optional
         Run identifier stored in the metadata; a new one if not given.
     threshold, threshold_relative : float, optional
-        Detection threshold used for ``defects``, in image units and as a
-        fraction of the strongest copy (stored in the metadata).
+        Detection threshold used for ``defects``, in image units (one per
+        motif when each had its own) and as a fraction of the strongest copy
+        (stored in the metadata).
     plane : dict, optional
         A 2-D source's rotation, shear and affine (:func:`plane_transform`),
         given to every 2-D result layer.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,10 +46,11 @@ def default_threshold(activations: np.ndarray) -> float:
 
 def find_defects(
     activations: np.ndarray,
-    threshold: float | None = None,
+    threshold: float | Sequence[float] | None = None,
     min_distance: int = 1,
     *,
     relative: bool = False,
+    per_motif: bool = False,
 ) -> Defects:
     """Find defect copies as local maxima of each motif's activation map.
 
@@ -56,14 +58,20 @@ def find_defects(
     ----------
     activations : ndarray
         ``(N, H, W)`` activation maps (``SolveResult.activations``).
-    threshold : float, optional
+    threshold : float or sequence of float, optional
         Smallest amplitude counted as a defect (image units), or, with
-        ``relative=True``, a fraction of the largest amplitude over all maps.
+        ``relative=True``, a fraction of the largest amplitude over all maps
+        (of each motif's map with ``per_motif``); one value, or one per motif.
         Default: :func:`default_threshold`.
     min_distance : int
         Minimum distance in pixels between two peaks of the same motif.
     relative : bool
         Interpret ``threshold`` as a fraction of the largest amplitude.
+    per_motif : bool
+        Take the default or relative threshold from each motif's own map
+        instead of all maps together, so that a faint kind of defect is not
+        held to a bright one's strength (an absolute threshold is the same
+        for all motifs either way).
 
     Returns
     -------
@@ -72,19 +80,14 @@ def find_defects(
     acts = np.asarray(activations)
     if acts.ndim != 3:
         raise ValueError(f"activations must be (n_motifs, H, W), got shape {acts.shape}")
-    if threshold is None:
-        thr = default_threshold(acts)
-    elif relative:
-        thr = float(threshold) * float(acts.max(initial=0.0))
-    else:
-        thr = float(threshold)
+    thr = motif_thresholds(acts, threshold, relative=relative, per_motif=per_motif)
     pos, mot, amp = [], [], []
     for n, x in enumerate(acts):
         # skimage's peak_local_max: plateau handling and min_distance done right.
         p = peak_local_max(
             x,
             min_distance=max(1, int(min_distance)),
-            threshold_abs=max(thr, 1e-12),
+            threshold_abs=max(float(thr[n]), 1e-12),
             exclude_border=False,
         )
         pos.append(p.astype(float))
@@ -93,3 +96,27 @@ def find_defects(
     return Defects(
         np.concatenate(pos).reshape(-1, 2), np.concatenate(mot), np.concatenate(amp).astype(float)
     )
+
+
+def motif_thresholds(
+    activations: np.ndarray,
+    threshold: float | Sequence[float] | None = None,
+    *,
+    relative: bool = False,
+    per_motif: bool = False,
+) -> np.ndarray:
+    """The amplitude threshold of each motif's map, ``(N,)``, in image units,
+    as :func:`find_defects` applies it (same parameters)."""
+    acts = np.asarray(activations)
+    maps = [acts[n : n + 1] for n in range(len(acts))] if per_motif else [acts] * len(acts)
+    if threshold is None:
+        return np.array([default_threshold(m) for m in maps], float)
+    try:
+        thr = np.broadcast_to(np.asarray(threshold, float), (len(acts),)).copy()
+    except ValueError:
+        raise ValueError(
+            f"threshold: one value or one per motif ({len(acts)}), got {threshold!r}"
+        ) from None
+    if relative:
+        thr *= [float(m.max(initial=0.0)) for m in maps]
+    return thr

@@ -45,7 +45,7 @@ from .layers import (
     result_layers,
     update_points,
 )
-from .peaks import default_threshold, find_defects
+from .peaks import default_threshold, find_defects, motif_thresholds
 from .result import SolveProgress, SolveResult
 from .settings import LIMITS, load_settings, save_settings
 from .worker import SolveRunner
@@ -285,6 +285,12 @@ class SasdWidget(QWidget):
             tooltip="Smallest copy counted as a defect, as a fraction of the strongest copy. "
             "Updates the points at once, without searching again.",
         )
+        self._per_motif = CheckBox(
+            text="Threshold per motif",
+            value=False,
+            tooltip="Compare each motif's copies with its own strongest copy, so a faint kind "
+            "of defect is found beside a bright one. Off: one threshold for all motifs.",
+        )
         self._save = PushButton(
             text="Save bundle…",
             enabled=False,
@@ -313,7 +319,7 @@ class SasdWidget(QWidget):
             labels=True,
         )
         self._advanced = Container(widgets=[self._max_iter, self._seed], labels=True)
-        self._outputs = Container(widgets=[self._threshold], labels=True)
+        self._outputs = Container(widgets=[self._threshold, self._per_motif], labels=True)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.progress.setTextVisible(False)
@@ -343,6 +349,7 @@ class SasdWidget(QWidget):
         self._auto_lam.changed.connect(lambda v: setattr(self._lam, "enabled", not v))
         self._run.changed.connect(self._on_run_clicked)
         self._threshold.changed.connect(self._on_threshold)
+        self._per_motif.changed.connect(self._on_threshold)
         self._save.changed.connect(self._on_save)
         ev = self.viewer.layers.events
         for e in (ev.inserted, ev.removed, ev.reordered, ev.renamed):
@@ -746,7 +753,10 @@ class SasdWidget(QWidget):
     def current_defects(self):
         """Defects of the last result at the current threshold."""
         assert self.result is not None
-        return find_defects(self.result.activations, self._threshold.value, relative=True)
+        return find_defects(
+            self.result.activations, self._threshold.value, relative=True,
+            per_motif=bool(self._per_motif.value),
+        )  # fmt: skip
 
     def _refresh_gallery(self, defects=None) -> None:
         if self.result is None:
@@ -754,11 +764,16 @@ class SasdWidget(QWidget):
         defects = defects or self.current_defects()
         self.gallery.set_motifs(self.result.kernels, defects.counts(self.result.n_motifs))
 
-    def _thresholds(self) -> dict[str, float]:
-        # The slider is relative; the bundle and the metadata also want image units.
+    def _thresholds(self) -> dict[str, Any]:
+        # The slider is relative; the bundle and the metadata also want image
+        # units: one value, or one per motif.
         rel = float(self._threshold.value)
-        top = float(self.result.activations.max(initial=0.0)) if self.result is not None else 0
-        return {"threshold": rel * top, "threshold_relative": rel}
+        per = bool(self._per_motif.value)
+        out: dict[str, Any] = {"threshold": None, "threshold_relative": rel}
+        if self.result is not None:
+            thr = motif_thresholds(self.result.activations, rel, relative=True, per_motif=per)
+            out["threshold"] = thr.tolist() if per else float(thr[0]) if len(thr) else 0.0
+        return out
 
     def _on_threshold(self, *_: Any) -> None:
         if self.result is None or self.context is None:
@@ -815,6 +830,7 @@ class SasdWidget(QWidget):
                 threshold=self._thresholds()["threshold"],
                 extra={
                     "threshold_relative": self._thresholds()["threshold_relative"],
+                    "threshold_per_motif": bool(self._per_motif.value),
                     **plane_transform(layer),
                 },
             )
