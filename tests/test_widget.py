@@ -377,6 +377,10 @@ def test_parameters_remembered(make_napari_viewer, small_image):
 
     again = SasdWidget(viewer)
     assert (again._k.value, again._n.value, again._flatten.value) == (7, 3, True)
+    # A display preference is remembered as soon as it is set.
+    assert again._per_motif.value is False
+    again._per_motif.value = True
+    assert SasdWidget(viewer)._per_motif.value is True
 
 
 def test_save_bundle_button(viewer_widget, run_and_wait, small_image, tmp_path):

@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "with_reconstruction": False,
     "keep_previous": False,
+    "threshold_per_motif": False,
 }
 #: Ranges of the numeric parameters (the widget's spin boxes use them too).
 LIMITS: dict[str, tuple[float, float]] = {

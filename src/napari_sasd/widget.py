@@ -287,7 +287,7 @@ class SasdWidget(QWidget):
         )
         self._per_motif = CheckBox(
             text="Threshold per motif",
-            value=False,
+            value=s["threshold_per_motif"],
             tooltip="Compare each motif's copies with its own strongest copy, so a faint kind "
             "of defect is found beside a bright one. Off: one threshold for all motifs.",
         )
@@ -350,6 +350,7 @@ class SasdWidget(QWidget):
         self._run.changed.connect(self._on_run_clicked)
         self._threshold.changed.connect(self._on_threshold)
         self._per_motif.changed.connect(self._on_threshold)
+        self._per_motif.changed.connect(lambda *_: save_settings(self._values()))
         self._save.changed.connect(self._on_save)
         ev = self.viewer.layers.events
         for e in (ev.inserted, ev.removed, ev.reordered, ev.renamed):
@@ -431,6 +432,7 @@ class SasdWidget(QWidget):
             "seed": int(self._seed.value),
             "with_reconstruction": bool(self._recon.value),
             "keep_previous": bool(self._keep.value),
+            "threshold_per_motif": bool(self._per_motif.value),
         }
 
     # --- geometry ----------------------------------------------------------------
