@@ -43,6 +43,7 @@ import numpy as np
 import tifffile
 
 from ._version import __version__
+from .geometry import plane_from, to_world, world_matrix
 from .peaks import Defects, find_defects
 from .result import SolveResult
 
@@ -323,15 +324,9 @@ def write_bundle_files(
         tifffile.imwrite(out / "motifs.tif", kernels, photometric="minisblack")
         tifffile.imwrite(out / "activations.tif", activations, photometric="minisblack")
         pos = np.asarray(defects.positions, float).reshape(-1, 2) + np.asarray(region[:2], float)
-        world = translate + scale * pos
-        if record.get("rotate") or record.get("shear") or record.get("affine"):
-            # A rotated / sheared source (2-D): as napari places its pixels,
-            # affine(translate + rotate @ shear @ (scale * pixel)).
-            lin = np.asarray(record.get("rotate") or np.eye(2), float)
-            lin = lin @ np.asarray(record.get("shear") or np.eye(2), float)
-            aff = np.asarray(record.get("affine") or np.eye(3), float)
-            world = translate + (scale * pos) @ lin.T
-            world = world @ aff[:2, :2].T + aff[:2, 2]
+        # As napari places the source's pixels (rotation etc. of a 2-D source).
+        plane = plane_from(record.get("rotate"), record.get("shear"), record.get("affine"))
+        world = to_world(world_matrix(scale, translate, plane), pos)
         with open(out / "defects.csv", "w", newline="", encoding="utf-8") as f:
             wr = csv.writer(f)
             wr.writerow(CSV_COLUMNS)

@@ -23,6 +23,7 @@ import numpy as np
 
 from ._version import __version__
 from .bundle import DEFAULT_COLORS, _jsonable
+from .geometry import placement, plane_from, to_world, world_matrix
 from .peaks import Defects
 from .result import SolveResult
 
@@ -92,26 +93,14 @@ def region_geometry(
 def _offset(
     scale: Sequence[float], translate: Sequence[float], pixel: np.ndarray, plane: dict | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    s = np.asarray(scale, float)[-2:]
-    t = np.asarray(translate, float)[-2:]
-    step = s * pixel
-    if plane:
-        step = plane["rotate"] @ plane["shear"] @ step
-    return s, t + step
+    # Scale, and the translate that puts a layer's pixel (0, 0) at ``pixel``.
+    return np.asarray(scale, float)[-2:], to_world(placement(scale, translate, plane), pixel)
 
 
 def pixel_to_world(layer: Any) -> np.ndarray:
     """``3 x 3`` homogeneous matrix from a layer's (row, col) pixel, in its last
     two axes, to world coordinates, as napari places it."""
-    s = np.asarray(layer.scale, float)[-2:]
-    t = np.asarray(layer.translate, float)[-2:]
-    plane = plane_transform(layer)
-    lin = np.diag(s)
-    m = np.eye(3)
-    if plane:
-        lin = plane["rotate"] @ plane["shear"] @ lin
-    m[:2, :2], m[:2, 2] = lin, t
-    return plane["affine"] @ m if plane else m
+    return world_matrix(layer.scale, layer.translate, plane_transform(layer))
 
 
 def plane_transform(layer: Any) -> dict[str, Any]:
@@ -121,24 +110,6 @@ def plane_transform(layer: Any) -> dict[str, Any]:
     if getattr(layer, "ndim", 2) != 2:
         return {}
     return plane_from(layer.rotate, layer.shear, getattr(layer.affine, "affine_matrix", None))
-
-
-def plane_from(rotate: Any = None, shear: Any = None, affine: Any = None) -> dict[str, Any]:
-    """:func:`plane_transform` from napari-style values (a layer-data tuple's
-    or a bundle record's): rotation matrix, shear matrix or its upper-triangular
-    value, ``3 x 3`` affine; None for the identity. Empty unless 2-D and not
-    the identity."""
-    eye2 = np.eye(2)
-    r = eye2 if rotate is None else np.asarray(rotate, float)
-    sh = eye2 if shear is None else np.asarray(shear, float)
-    if sh.ndim < 2:  # napari's upper-triangular values
-        sh = np.array([[1.0, float(sh.reshape(-1)[0])], [0.0, 1.0]])
-    a = np.eye(3) if affine is None else np.asarray(affine, float)
-    if r.shape != (2, 2) or sh.shape != (2, 2) or a.shape != (3, 3):
-        return {}
-    if all(np.allclose(m, np.eye(len(m))) for m in (r, sh, a)):
-        return {}
-    return {"rotate": r, "shear": sh, "affine": a}
 
 
 def result_metadata(
@@ -321,7 +292,8 @@ def result_layer_data(
     run_id = run_id or uuid.uuid4().hex
     common = {"region": region, "source": source, "source_path": source_path, "run_id": run_id}
     cube = result.kernels.ndim == 4
-    plane = None if cube else (plane or None)
+    if cube:
+        plane = None
     s2, t2 = region_geometry(scale, translate, region, plane)
     # 2-D layers carry the source's rotation, shear and affine; a cube's
     # results (3-D motifs) keep scale and translate only.
@@ -525,8 +497,7 @@ def _update_layer(layer, data, kwargs: dict, kind: str) -> None:
         layer.features = kwargs["features"]
         layer.face_color = kwargs["face_color"]
         for k in ("scale", "translate", "rotate", "shear", "affine", "size", "symbol", "metadata"):
-            if k in kwargs:
-                setattr(layer, k, kwargs[k])
+            setattr(layer, k, kwargs[k])
         layer.refresh()
         return
     layer.data = data

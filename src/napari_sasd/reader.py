@@ -143,7 +143,8 @@ def read_3ds_layers(path: PathLike) -> list[LayerData]:
 
 def read_bundle_layers(path: PathLike) -> list[LayerData]:
     """The result layers of a saved bundle, as the widget shows them."""
-    from .layers import META_KEY, plane_from, result_layer_data
+    from .geometry import plane_from
+    from .layers import META_KEY, result_layer_data
 
     b = load_bundle(path)
     rec = b.record

@@ -502,9 +502,6 @@ class SasdWidget(QWidget):
         h, w = self.viewer.window._qt_viewer.canvas.size  # napari gives (height, width)
         return int(h), int(w)
 
-    def _slice_index(self, layer) -> int:
-        return self._plane_index(layer)[0]
-
     def _plane_index(self, layer) -> tuple[int, ...]:
         """Indices of the displayed plane along ``layer``'s leading axes."""
         d = layer.world_to_data(self._world_point(np.asarray(self.viewer.dims.point)))
@@ -572,7 +569,7 @@ class SasdWidget(QWidget):
             img = np.asarray(data[:, y0:y1, x0:x1], dtype=np.float64)
             plane = "cube"
         else:
-            plane = self._slice_index(layer)
+            plane = self._plane_index(layer)[0]
             img = np.asarray(data[plane, y0:y1, x0:x1], dtype=np.float64)
         mask = self._mask_for(layer, region)
         if mask is not None and mask.sum() < k * k:
@@ -817,6 +814,7 @@ class SasdWidget(QWidget):
             from .bundle import save_bundle
 
             layer, ctx = self.context.source, self.context
+            thresholds = self._thresholds()
             cube = self.result.kernels.ndim == 4
             nd = 3 if cube else 2
             out = save_bundle(
@@ -829,9 +827,9 @@ class SasdWidget(QWidget):
                 scale=tuple(float(v) for v in layer.scale[-nd:]),
                 translate=tuple(float(v) for v in layer.translate[-nd:]),
                 colors=[motif_color(n) for n in range(self.result.n_motifs)],
-                threshold=self._thresholds()["threshold"],
+                threshold=thresholds["threshold"],
                 extra={
-                    "threshold_relative": self._thresholds()["threshold_relative"],
+                    "threshold_relative": thresholds["threshold_relative"],
                     "threshold_per_motif": bool(self._per_motif.value),
                     **plane_transform(layer),
                 },

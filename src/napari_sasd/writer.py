@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .bundle import BundleError, bundle_path, write_bundle_files
-from .layers import plane_from
+from .geometry import placement, plane_from
 from .peaks import Defects
 
 META_KEY = "napari_sasd"  # same as napari_sasd.layers.META_KEY (kept Qt/napari-free)
@@ -141,12 +141,10 @@ def write_bundle(path: str, layer_data: list[tuple[Any, dict, str]]) -> list[str
         # The activation layers sit at the source's scale, shifted by the region.
         s = np.asarray(geo["scale"], float)[-2:]
         t = np.asarray(geo.get("translate") or (0.0, 0.0), float)[-2:]
-        step = s * np.asarray(region[:2], float)
+        # The region's offset went through the source's scale, rotation and shear.
         plane = geo.get("plane")
-        if plane:  # the offset went through the source's rotation and shear
-            step = plane["rotate"] @ plane["shear"] @ step
-            record.update(plane)
-        t = t - step
+        t = t - placement(s, (0.0, 0.0), plane)[:2, :2] @ np.asarray(region[:2], float)
+        record.update(plane or {})
         ms, mt = geo.get("motif_scale"), geo.get("motif_translate")
         if kernels.ndim == 4 and ms is not None and len(ms) >= 3:
             # A cube: the channel axis first, as the source layer has it.
