@@ -10,6 +10,7 @@ from scipy import signal
 
 import napari_sasd
 from napari_sasd import solver
+from napari_sasd.convolution import ConvOperator, PeriodicConvOperator
 from napari_sasd.metrics import match_motifs, precision_recall
 from napari_sasd.peaks import find_defects
 from napari_sasd.solver import shift_zero
@@ -320,3 +321,44 @@ def test_progress_previews_keep_found_motifs_while_refitting():
         if seen_second:
             empty_after_both_found += int(np.any(norms == 0))
     assert seen_second and empty_after_both_found == 0
+
+
+@pytest.mark.parametrize("nan_fraction", [0.0, 0.01])
+def test_discovery_crops_use_the_circular_model(monkeypatch, nan_fraction):
+    # A crop without missing pixels is fitted with the circular operator (its
+    # residuals stay spectra); the whole image, and a crop with missing
+    # pixels, with the exact windowed one. The result recovers either way.
+    ops = []
+    setup = solver._Solver._setup_op
+
+    def recording(self, K, a, x):
+        setup(self, K, a, x)
+        ops.append((self.y.shape[1:], type(self.op)))
+
+    monkeypatch.setattr(solver._Solver, "_setup_op", recording)
+    d = make_synthetic((256, 256), 8, 2, noise=0.02, nan_fraction=nan_fraction, seed=1)
+    res = napari_sasd.solve(d.image, 8, 2)
+    crop = {t for shape, t in ops if shape == (128, 128)}
+    whole = {t for shape, t in ops if shape == (256, 256)}
+    assert crop == ({ConvOperator} if nan_fraction else {PeriodicConvOperator})
+    assert whole == {ConvOperator}
+    assert match_motifs(res.kernels, d.kernels)[0].min() >= 0.99
+
+
+def test_circular_step_matches_its_spatial_residual():
+    # The circular step keeps residuals as spectra (Parseval, the background
+    # as the DC term): its objective must be the one of the spatial residual
+    # a (*) x + b - y wrapped on the image, with activations on its own grid.
+    d = make_synthetic((96, 96), 8, 1, noise=0.02, seed=3)
+    s = solver._Solver(solver.prepare(d.image, 8, 1, None, None, None, None), True, 0, None,
+                       1e-4, 0.7, None)  # fmt: skip
+    s.periodic = True
+    s.b, s.support = np.full(1, 0.3), None
+    s._lam_max(s._lift(), s._windows(s.y, 1, []))
+    for _ in range(5):
+        s._step(0.05)  # joint steps move the motif and the background
+    s.fixed_motifs = True
+    obj, _ = s._step(0.05)
+    r = (s._model() - s.y).astype(np.float64)
+    assert s.x.shape[1:] == s.y.shape[1:]
+    assert obj == pytest.approx(0.5 * np.sum(r**2) + 0.05 * s.x.sum(), rel=1e-4)

@@ -23,7 +23,9 @@ Algorithm (the method note's family, with the changes measured to help):
    then an amplitude refit without the l1 shrinkage.
 
 Every operator is a few real FFTs of one fast size, batched over motifs and
-channels (``convolution.py``), in float32.
+channels (``convolution.py``), in float32. On a discovery crop the model is
+circular (``PeriodicConvOperator``): residuals stay spectra, about a third of
+the transforms; the whole image is fitted with the exact windowed model.
 """
 
 from __future__ import annotations
@@ -35,11 +37,11 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
+from scipy import fft, ndimage
 from skimage.feature import peak_local_max
 
 from ._version import __version__
-from .convolution import ConvOperator
+from .convolution import ConvOperator, PeriodicConvOperator
 from .metrics import shift_invariant_similarity
 from .result import SolveProgress, SolveResult
 from .validation import Problem, prepare
@@ -256,6 +258,9 @@ class _Solver:
         self.fixed_motifs = False
         # Largest shift (px) the last re-centring gave a motif.
         self.moved = 0
+        # Circular model (a discovery crop, see ``_sub``), and the data's spectrum.
+        self.periodic = False
+        self._Y: np.ndarray | None = None
 
     # ------------------------------------------------------------------ setup
     def _lift(self) -> tuple[int, int]:
@@ -307,7 +312,12 @@ class _Solver:
 
     # -------------------------------------------------------------- iteration
     def _setup_op(self, K: tuple[int, int], a: np.ndarray, x: np.ndarray) -> None:
-        self.op = ConvOperator(self.y.shape[1:], K, self.workers)
+        if self.periodic:
+            self.op = PeriodicConvOperator(self.y.shape[1:], K, self.workers)
+            if self._Y is None:
+                self._Y = self.op.fft_residual(self.y)
+        else:
+            self.op = ConvOperator(self.y.shape[1:], K, self.workers)
         self.a = a
         self.x, self.x_prev = x, x.copy()
         self.A = self.op.fft_kernel(a)
@@ -346,6 +356,8 @@ class _Solver:
 
     def _step(self, lam: float) -> tuple[float, float]:
         """One iPALM iteration; returns (objective, relative change)."""
+        if self.periodic:
+            return self._step_periodic(lam)
         op = self.op
         t_new = (1 + math.sqrt(1 + 4 * self.t**2)) / 2
         beta = (self.t - 1) / t_new
@@ -363,31 +375,71 @@ class _Solver:
             if beta == 0:
                 r_x = re
         gx = op.grad_x(self.A, op.fft_residual(re))
-        # Step: the global Lipschitz bound max_w sum |A(w)|^2 is set by the
-        # motifs' DC (tens of times the restricted curvature on a sparse
-        # support for smooth, positive motifs), so FISTA with it crawls.
-        # Backtracking from a growing step finds the local curvature; one
-        # extra inverse FFT per trial, the check's residual is reused below.
-        if self._Lx is None:
-            A2 = self.A.real**2
-            A2 += self.A.imag**2
-            self._Lx = float(np.max(A2.sum(axis=(0, 1)))) + 1e-12
-        Lx = self._Lx
-        fe = 0.5 * _dot(re, re)
+
+        def fit(X: np.ndarray) -> tuple[np.ndarray, float]:
+            r = self._residual(self.A, X)
+            return r, 0.5 * _dot(r, r)
+
+        x_new, X_new, r_new, f_new, dxe = self._backtrack(lam, xe, gx, 0.5 * _dot(re, re), fit)
+        dx, t_new = self._accept_x(x_new, X_new, dxe, t_new)
+        if self.fixed_motifs:
+            self._r_prev, self._r = r_x, r_new
+            self.t = t_new
+            return f_new + lam * self._l1(), dx
+        # Motifs: Riemannian gradient with exact line search, retraction.
+        # No momentum here: the line search already takes the best step, and
+        # without extrapolation the residual of the activation check is the
+        # one the motif gradient needs (one inverse FFT saved per iteration).
+        r = r_new
+        # Background: closed form (mean residual on the observed pixels).
+        db = r.sum(axis=(1, 2), dtype=np.float64) / self.n_obs
+        self.b -= db
+        r -= (db[:, None, None] if self.omega is None else db[:, None, None] * self.omega).astype(
+            r.dtype
+        )
+        da = self._update_motifs(op.fft_residual(r))
+        self._r = self._r_prev = None
+        self.t = t_new
+        obj = 0.5 * _dot(r, r) + lam * self._l1()
+        return obj, max(dx, da / math.sqrt(self.p.n_motifs))
+
+    def _backtrack(
+        self,
+        lam: float,
+        xe: np.ndarray,
+        gx: np.ndarray,
+        fe: float,
+        fit: Callable[[np.ndarray], tuple[np.ndarray, float]],
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray]:
+        """The proximal activation step from ``xe`` (gradient ``gx``, fit
+        ``fe``), its size found by backtracking; ``fit(X)`` gives the residual
+        and the fit at the trial's spectrum. Returns the new activations, their
+        spectrum, residual and fit, and the move from ``xe``."""
+        # The global Lipschitz bound max_w sum |A(w)|^2 is set by the motifs'
+        # DC (tens of times the restricted curvature on a sparse support for
+        # smooth, positive motifs), so FISTA with it crawls. Backtracking from
+        # a growing step finds the local curvature; one residual per trial,
+        # which the caller then reuses.
+        Lx = self._lipschitz()
         step = min(max(self.x_step * BACKTRACK_GROW, 1 / Lx), MAX_STEP_GAIN / Lx)
         while True:
             v = gx * np.float32(-step)
             v += xe
             x_new = self._prox(v, np.float32(lam * step))
-            X_new = op.fft_x(x_new)
-            r_new = self._residual(self.A, X_new)
+            X_new = self.op.fft_x(x_new)
+            res, f_new = fit(X_new)
             dxe = x_new - xe
-            if step <= 1 / Lx or 0.5 * _dot(r_new, r_new) <= fe + _dot(gx, dxe) + _dot(
-                dxe, dxe
-            ) / (2 * step):
+            if step <= 1 / Lx or f_new <= fe + _dot(gx, dxe) + _dot(dxe, dxe) / (2 * step):
                 break
             step = max(step / 2, 1 / Lx)
         self.x_step = step
+        return x_new, X_new, res, f_new, dxe
+
+    def _accept_x(
+        self, x_new: np.ndarray, X_new: np.ndarray, dxe: np.ndarray, t_new: float
+    ) -> tuple[float, float]:
+        """Take the activation step; returns its relative change and the
+        momentum counter, reset when the step turned against the momentum."""
         # Gradient-based adaptive restart (O'Donoghue & Candes) keeps momentum
         # from overshooting in this non-convex landscape.
         d = x_new - self.x
@@ -396,23 +448,20 @@ class _Solver:
         dx = math.sqrt(_dot(d, d)) / (math.sqrt(_dot(x_new, x_new)) + 1e-12)
         self.x_prev, self.x = self.x, x_new
         self.X_prev, self.X = self.X, X_new
-        if self.fixed_motifs:
-            self._r_prev, self._r = r_x, r_new
-            self.t = t_new
-            obj = 0.5 * _dot(r_new, r_new) + lam * self._l1()
-            return obj, dx
-        # Motifs: Riemannian gradient with exact line search, retraction.
-        # No momentum here: the line search already takes the best step, and
-        # without extrapolation the residual of the activation check is the
-        # one the motif gradient needs (one inverse FFT saved per iteration).
-        ae, Ae, r = self.a, self.A, r_new
-        # Background: closed form (mean residual on the observed pixels).
-        db = r.sum(axis=(1, 2), dtype=np.float64) / self.n_obs
-        self.b -= db
-        r -= (db[:, None, None] if self.omega is None else db[:, None, None] * self.omega).astype(
-            r.dtype
-        )
-        R = op.fft_residual(r)
+        return dx, t_new
+
+    def _lipschitz(self) -> float:
+        """Global Lipschitz bound of the activation gradient, max_w sum |A(w)|^2."""
+        if self._Lx is None:
+            A2 = self.A.real**2
+            A2 += self.A.imag**2
+            self._Lx = float(np.max(A2.sum(axis=(0, 1)))) + 1e-12
+        return self._Lx
+
+    def _update_motifs(self, R: np.ndarray) -> float:
+        """The motif step from the residual's spectrum ``R`` at the current
+        activations; returns how far the motifs moved."""
+        op, ae, Ae = self.op, self.a, self.A
         ga = op.grad_kernel(self.X, R)
         rg = ga - np.sum(ga * ae, axis=(1, 2, 3), keepdims=True) * ae
         # Exact line search along the Riemannian gradient, in the ambient
@@ -454,10 +503,46 @@ class _Solver:
         A += Ae
         A *= (1 / nrm2)[:, None, None, None]
         self.A, self._Lx = A, None
-        self._r = self._r_prev = None
+        return da
+
+    def _step_periodic(self, lam: float) -> tuple[float, float]:
+        """:meth:`_step` for the circular model: residuals are spectra
+        (``_residual_spectrum``) and objectives come by Parseval, so an
+        iteration transforms only the activations (per backtracking trial)
+        and their gradient."""
+        op = self.op
+        t_new = (1 + math.sqrt(1 + 4 * self.t**2)) / 2
+        beta = (self.t - 1) / t_new
+        xe = _extrapolate(self.x, self.x_prev, beta)
+        re = self._residual_spectrum(_extrapolate(self.X, self.X_prev, beta))
+        gx = op.grad_x(self.A, re)
+
+        def fit(X: np.ndarray) -> tuple[np.ndarray, float]:
+            R = self._residual_spectrum(X)
+            return R, 0.5 * float(op.inner(R, R).sum())
+
+        fe = 0.5 * float(op.inner(re, re).sum())
+        x_new, X_new, R, f_new, dxe = self._backtrack(lam, xe, gx, fe, fit)
+        dx, t_new = self._accept_x(x_new, X_new, dxe, t_new)
         self.t = t_new
-        obj = 0.5 * _dot(r, r) + lam * self._l1()
+        if self.fixed_motifs:
+            return f_new + lam * self._l1(), dx
+        # Background: the residual's mean is its spectrum's DC term.
+        HW = self.y.shape[1] * self.y.shape[2]
+        db = R[:, 0, 0].real.astype(np.float64) / HW
+        self.b -= db
+        R[:, 0, 0] -= (db * HW).astype(np.float32)
+        obj = 0.5 * float(op.inner(R, R).sum()) + lam * self._l1()
+        da = self._update_motifs(R)
         return obj, max(dx, da / math.sqrt(self.p.n_motifs))
+
+    def _residual_spectrum(self, X: np.ndarray) -> np.ndarray:
+        """Spectrum of the circular model's residual at activations ``X``."""
+        R = self.op.combine(self.A, X)
+        R -= self._Y
+        # The background is the DC term of a constant image.
+        R[:, 0, 0] += (self.b * self.y.shape[1] * self.y.shape[2]).astype(R.real.dtype)
+        return R
 
     def _stage(
         self, s: int, lam: float, n_iter: int, tol: float
@@ -563,7 +648,8 @@ class _Solver:
         leaves the operator set up with those motifs and x = 0."""
         H, W = self.y.shape[1:]
         a0 = self._embed(wins, K)
-        self._setup_op(K, a0, np.zeros((len(wins), H + K[0] - 1, W + K[1] - 1), np.float32))
+        grid = (H, W) if self.periodic else (H + K[0] - 1, W + K[1] - 1)
+        self._setup_op(K, a0, np.zeros((len(wins), *grid), np.float32))
         corr = -self.op.grad_x(self.A, self.op.fft_residual(self._residual(self.A, self.X)))
         return max(float(corr.max() if self.positive else np.abs(corr).max()), 1e-6)
 
@@ -692,6 +778,11 @@ class _Solver:
             image_shape=y.shape, init_kernels=None,
         )  # fmt: skip
         sub = _Solver(sub_p, self.positive, seed, None, self.tol, self.shrink, self.workers)
+        # A crop without missing pixels is fitted with the circular model: about
+        # a third of the transforms. Measured on bench seeds, vs the windowed
+        # model: 256^2 / 2 motifs 20/20 seeds >= 0.99 both, min similarity
+        # 0.991 -> 0.997; 512^2 / 2 10/10, 0.996 -> 0.998; 384^2 / 3 6/6.
+        sub.periodic = omega is None and y.shape[1:] != self.y.shape[1:]
         sub.n_stages, sub.total, sub.stage0 = self.n_stages, self.total, self.stage0
         sub.iteration = self.iteration
         return sub
@@ -747,7 +838,8 @@ class _Solver:
         """Side of the discovery crop, in pixels."""
         H, W = self.y.shape[1:]
         side = DISCOVERY_SPAN * max(self.k) * math.sqrt(self.p.n_motifs)
-        side = int(min(max(side, DISCOVERY_MIN), DISCOVERY_SIZE))
+        # A fast FFT length: the crop's circular model transforms at its size.
+        side = fft.next_fast_len(int(min(max(side, DISCOVERY_MIN), DISCOVERY_SIZE)), real=True)
         if self.p.n_motifs > 1 and min(H, side) * min(W, side) > CROP_FRACTION * H * W:
             # Several motifs: a crop that is most of the image saves little
             # and loses the whole-image joint stage (k = 16 at 256^2, a 226
