@@ -261,6 +261,8 @@ class _Solver:
         # Circular model (a discovery crop, see ``_sub``), and the data's spectrum.
         self.periodic = False
         self._Y: np.ndarray | None = None
+        # The data's own size: a circular crop is zero-padded past it.
+        self.shape0 = tuple(self.y.shape[1:])
 
     # ------------------------------------------------------------------ setup
     def _lift(self) -> tuple[int, int]:
@@ -706,7 +708,9 @@ class _Solver:
         model = self.op.image(self.op.combine(self.A, self.X))
         if self.omega is not None:
             model *= self.omega
-        return self._centre_kernels()[0], model
+        # The model on the data's own pixels (a padded crop's grid is larger).
+        h, w = self.shape0
+        return self._centre_kernels()[0], model[:, :h, :w]
 
     def _discover(
         self, lam: float, early: int, final: int
@@ -772,17 +776,22 @@ class _Solver:
     def _sub(self, y: np.ndarray, omega: np.ndarray | None, n: int, lam: float, seed: int):
         """A solver of ``n`` motifs on ``y`` (a crop), counting on this one's progress."""
         p = self.p
+        # A crop without missing pixels is fitted with the circular model: about
+        # a third of the transforms. Its grid is the crop zero-padded to fast
+        # FFT lengths (the crop itself unchanged: rounding its side instead
+        # changed which copies it holds, and lost a motif at 1024^2, seed 0).
+        periodic = omega is None and y.shape[1:] != self.y.shape[1:]
+        shape0 = y.shape[1:]
+        if periodic:
+            grid = tuple(fft.next_fast_len(int(v), real=True) for v in shape0)
+            y = np.pad(y, [(0, 0)] + [(0, g - v) for g, v in zip(grid, shape0, strict=True)])
         sub_p = Problem(
             y=y.astype(np.float32), omega=omega, offset=np.zeros(p.n_channels), scale=1.0,
             kernel_size=self.k, n_motifs=n, lam=lam, channel_axis=p.channel_axis,
             image_shape=y.shape, init_kernels=None,
         )  # fmt: skip
         sub = _Solver(sub_p, self.positive, seed, None, self.tol, self.shrink, self.workers)
-        # A crop without missing pixels is fitted with the circular model: about
-        # a third of the transforms. Measured on bench seeds, vs the windowed
-        # model: 256^2 / 2 motifs 20/20 seeds >= 0.99 both, min similarity
-        # 0.991 -> 0.997; 512^2 / 2 10/10, 0.996 -> 0.998; 384^2 / 3 6/6.
-        sub.periodic = omega is None and y.shape[1:] != self.y.shape[1:]
+        sub.periodic, sub.shape0 = periodic, shape0
         sub.n_stages, sub.total, sub.stage0 = self.n_stages, self.total, self.stage0
         sub.iteration = self.iteration
         return sub
@@ -838,8 +847,7 @@ class _Solver:
         """Side of the discovery crop, in pixels."""
         H, W = self.y.shape[1:]
         side = DISCOVERY_SPAN * max(self.k) * math.sqrt(self.p.n_motifs)
-        # A fast FFT length: the crop's circular model transforms at its size.
-        side = fft.next_fast_len(int(min(max(side, DISCOVERY_MIN), DISCOVERY_SIZE)), real=True)
+        side = int(min(max(side, DISCOVERY_MIN), DISCOVERY_SIZE))
         if self.p.n_motifs > 1 and min(H, side) * min(W, side) > CROP_FRACTION * H * W:
             # Several motifs: a crop that is most of the image saves little
             # and loses the whole-image joint stage (k = 16 at 256^2, a 226
