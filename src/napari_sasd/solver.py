@@ -773,14 +773,23 @@ class _Solver:
         om = None if self.omega is None else self.omega[:, i0 : i0 + ch, j0 : j0 + cw]
         return crop, om
 
-    def _sub(self, y: np.ndarray, omega: np.ndarray | None, n: int, lam: float, seed: int):
-        """A solver of ``n`` motifs on ``y`` (a crop), counting on this one's progress."""
+    def _sub(
+        self,
+        y: np.ndarray,
+        omega: np.ndarray | None,
+        n: int,
+        lam: float,
+        seed: int,
+        circular: bool = False,
+    ):
+        """A solver of ``n`` motifs on ``y`` (a crop, or ``circular``: the
+        image on the circular model), counting on this one's progress."""
         p = self.p
         # A crop without missing pixels is fitted with the circular model: about
         # a third of the transforms. Its grid is the crop zero-padded to fast
         # FFT lengths (the crop itself unchanged: rounding its side instead
         # changed which copies it holds, and lost a motif at 1024^2, seed 0).
-        periodic = omega is None and y.shape[1:] != self.y.shape[1:]
+        periodic = circular or (omega is None and y.shape[1:] != self.y.shape[1:])
         shape0 = y.shape[1:]
         if periodic:
             grid = tuple(fft.next_fast_len(int(v), real=True) for v in shape0)
@@ -842,6 +851,28 @@ class _Solver:
             gen = sub._continuation([lam], early, final, True)
             yield from self._forward(sub, gen, lambda k: k)
         return list(sub._centre_kernels())
+
+    def _settle_circular(self, lam: float, n_iter: int) -> Generator:
+        """The whole image's activations settle, motifs fixed, on the circular
+        model of the image zero-padded to fast FFT lengths (a third of the
+        transforms); they then start the exact stages on the windowed grid,
+        which correct the copies cut by the border."""
+        H, W = self.y.shape[1:]
+        kh, kw = self.k
+        sub = self._sub(self.y, None, self.p.n_motifs, lam, self.seed, circular=True)
+        sub.b, sub.support = self.b.copy(), None
+        Hp, Wp = sub.y.shape[1:]
+        sub._setup_op((kh, kw), self.a, np.zeros((self.p.n_motifs, Hp, Wp), np.float32))
+        gen = sub._fixed_stage(self.stage0, lam, n_iter, 1e-3)
+        yield from self._forward(sub, gen, lambda k: k)
+        # A copy at circular index p sits at windowed index p + k - 1 (the
+        # window starts k - 1 into the full convolution); wrapped indices are
+        # the copies cut by the top and left borders.
+        iq = (np.arange(kh // 2, kh // 2 + H) - kh + 1) % Hp
+        jq = (np.arange(kw // 2, kw // 2 + W) - kw + 1) % Wp
+        x = np.zeros_like(self.x)
+        x[:, kh // 2 : kh // 2 + H, kw // 2 : kw // 2 + W] = sub.x[:, iq][:, :, jq]
+        self._setup_op((kh, kw), self.a, x)
 
     def _crop_side(self) -> int:
         """Side of the discovery crop, in pixels."""
@@ -954,7 +985,10 @@ class _Solver:
         x = (x * nrm[:, None, None] * self.support).astype(np.float32)
         self._setup_op((kh, kw), (a / nrm[:, None, None, None]).astype(np.float32), x)
         if direct:
-            yield from self._fixed_stage(self.stage0, lam, settle_iters, 1e-3)
+            if self.omega is None:
+                yield from self._settle_circular(lam, settle_iters)
+            else:
+                yield from self._fixed_stage(self.stage0, lam, settle_iters, 1e-3)
             self.stage0 += 1
         converged = yield from self._stage(self.stage0, lam, polish, self.tol)
         if debias:
