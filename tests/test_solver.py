@@ -378,11 +378,14 @@ def test_circular_settle_hands_over_activations_that_fit_the_image():
     s.stage0, s.n_stages, s.total = 0, 1, 100
     s.support = np.zeros((1, H + 7, W + 7), np.float32)
     s.support[:, 4 : 4 + H, 4 : 4 + W] = 1
-    s._setup_op(
-        (8, 8), d.kernels[:, None].astype(np.float32), np.zeros((2, H + 7, W + 7), np.float32)
-    )
-    for _ in s._settle_circular(0.01, 60):
-        pass
+    a = d.kernels[:, None].astype(np.float32)
+    gen = s._settle_circular(0.01, 60, a)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            s._setup_op((8, 8), a, stop.value)
+            break
     assert isinstance(s.op, ConvOperator) and not isinstance(s.op, PeriodicConvOperator)
     inner = (slice(None), slice(8, -8), slice(8, -8))
     r = (s._model() - s.y)[inner]

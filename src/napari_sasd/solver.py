@@ -382,17 +382,16 @@ class _Solver:
             r = self._residual(self.A, X)
             return r, 0.5 * _dot(r, r)
 
-        x_new, X_new, r_new, f_new, dxe = self._backtrack(lam, xe, gx, 0.5 * _dot(re, re), fit)
+        x_new, X_new, r, f_new, dxe = self._backtrack(lam, xe, gx, 0.5 * _dot(re, re), fit)
         dx, t_new = self._accept_x(x_new, X_new, dxe, t_new)
         if self.fixed_motifs:
-            self._r_prev, self._r = r_x, r_new
+            self._r_prev, self._r = r_x, r
             self.t = t_new
             return f_new + lam * self._l1(), dx
         # Motifs: Riemannian gradient with exact line search, retraction.
         # No momentum here: the line search already takes the best step, and
         # without extrapolation the residual of the activation check is the
         # one the motif gradient needs (one inverse FFT saved per iteration).
-        r = r_new
         # Background: closed form (mean residual on the observed pixels).
         db = r.sum(axis=(1, 2), dtype=np.float64) / self.n_obs
         self.b -= db
@@ -530,10 +529,9 @@ class _Solver:
         if self.fixed_motifs:
             return f_new + lam * self._l1(), dx
         # Background: the residual's mean is its spectrum's DC term.
-        HW = self.y.shape[1] * self.y.shape[2]
-        db = R[:, 0, 0].real.astype(np.float64) / HW
+        db = R[:, 0, 0].real.astype(np.float64) / self.y[0].size
         self.b -= db
-        R[:, 0, 0] -= (db * HW).astype(np.float32)
+        R[:, 0, 0] -= (db * self.y[0].size).astype(np.float32)
         obj = 0.5 * float(op.inner(R, R).sum()) + lam * self._l1()
         da = self._update_motifs(R)
         return obj, max(dx, da / math.sqrt(self.p.n_motifs))
@@ -543,7 +541,7 @@ class _Solver:
         R = self.op.combine(self.A, X)
         R -= self._Y
         # The background is the DC term of a constant image.
-        R[:, 0, 0] += (self.b * self.y.shape[1] * self.y.shape[2]).astype(R.real.dtype)
+        R[:, 0, 0] += (self.b * self.y[0].size).astype(R.real.dtype)
         return R
 
     def _stage(
@@ -852,17 +850,19 @@ class _Solver:
             yield from self._forward(sub, gen, lambda k: k)
         return list(sub._centre_kernels())
 
-    def _settle_circular(self, lam: float, n_iter: int) -> Generator:
-        """The whole image's activations settle, motifs fixed, on the circular
-        model of the image zero-padded to fast FFT lengths (a third of the
-        transforms); they then start the exact stages on the windowed grid,
-        which correct the copies cut by the border."""
+    def _settle_circular(
+        self, lam: float, n_iter: int, a: np.ndarray
+    ) -> Generator[SolveProgress, None, np.ndarray]:
+        """The whole image's activations settle with the ``k x k`` motifs ``a``
+        fixed, on the circular model of the image zero-padded to fast FFT
+        lengths (a third of the transforms). Returns them on the windowed grid,
+        where the exact stages then correct the copies cut by the border."""
         H, W = self.y.shape[1:]
         kh, kw = self.k
         sub = self._sub(self.y, None, self.p.n_motifs, lam, self.seed, circular=True)
         sub.b, sub.support = self.b.copy(), None
         Hp, Wp = sub.y.shape[1:]
-        sub._setup_op((kh, kw), self.a, np.zeros((self.p.n_motifs, Hp, Wp), np.float32))
+        sub._setup_op((kh, kw), a, np.zeros((self.p.n_motifs, Hp, Wp), np.float32))
         gen = sub._fixed_stage(self.stage0, lam, n_iter, 1e-3)
         yield from self._forward(sub, gen, lambda k: k)
         # A copy at circular index p sits at windowed index p + k - 1 (the
@@ -870,9 +870,9 @@ class _Solver:
         # the copies cut by the top and left borders.
         iq = (np.arange(kh // 2, kh // 2 + H) - kh + 1) % Hp
         jq = (np.arange(kw // 2, kw // 2 + W) - kw + 1) % Wp
-        x = np.zeros_like(self.x)
+        x = np.zeros((self.p.n_motifs, H + kh - 1, W + kw - 1), np.float32)
         x[:, kh // 2 : kh // 2 + H, kw // 2 : kw // 2 + W] = sub.x[:, iq][:, :, jq]
-        self._setup_op((kh, kw), self.a, x)
+        return x
 
     def _crop_side(self) -> int:
         """Side of the discovery crop, in pixels."""
@@ -983,13 +983,14 @@ class _Solver:
         self.support = np.zeros((1, H + kh - 1, W + kw - 1), np.float32)
         self.support[:, kh // 2 : kh // 2 + H, kw // 2 : kw // 2 + W] = 1
         x = (x * nrm[:, None, None] * self.support).astype(np.float32)
-        self._setup_op((kh, kw), (a / nrm[:, None, None, None]).astype(np.float32), x)
-        if direct:
-            if self.omega is None:
-                yield from self._settle_circular(lam, settle_iters)
-            else:
-                yield from self._fixed_stage(self.stage0, lam, settle_iters, 1e-3)
-            self.stage0 += 1
+        a = (a / nrm[:, None, None, None]).astype(np.float32)
+        circular = direct and self.omega is None
+        if circular:
+            x = yield from self._settle_circular(lam, settle_iters, a)
+        self._setup_op((kh, kw), a, x)
+        if direct and not circular:
+            yield from self._fixed_stage(self.stage0, lam, settle_iters, 1e-3)
+        self.stage0 += direct
         converged = yield from self._stage(self.stage0, lam, polish, self.tol)
         if debias:
             # Refit the amplitudes on the found support without the l1 term:
