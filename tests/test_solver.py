@@ -326,9 +326,10 @@ def test_progress_previews_keep_found_motifs_while_refitting():
 @pytest.mark.parametrize("nan_fraction", [0.0, 0.01])
 def test_discovery_crops_use_the_circular_model(monkeypatch, nan_fraction):
     # A crop without missing pixels is fitted with the circular operator (its
-    # residuals stay spectra), and so is the whole image's settle; the exact
-    # stages on the whole image use the windowed one, and so does everything
-    # when pixels are missing. The result recovers either way.
+    # residuals stay spectra), and so are the whole image's settle and polish
+    # (the polish on a padded grid, exact by filling the pad with the model);
+    # the result is handed back on the windowed operator, which fits
+    # everything when pixels are missing. The result recovers either way.
     ops = []
     setup = solver._Solver._setup_op
 
@@ -344,6 +345,9 @@ def test_discovery_crops_use_the_circular_model(monkeypatch, nan_fraction):
     assert crop == ({ConvOperator} if nan_fraction else {PeriodicConvOperator})
     assert set(whole) == ({ConvOperator} if nan_fraction else {ConvOperator, PeriodicConvOperator})
     assert whole[-1] is ConvOperator
+    # The polish runs on the image's circular grid past H + k - 1 (263 -> 270).
+    padded = {t for shape, t in ops if shape == (270, 270)}
+    assert padded == (set() if nan_fraction else {PeriodicConvOperator})
     assert match_motifs(res.kernels, d.kernels)[0].min() >= 0.99
 
 
@@ -364,6 +368,32 @@ def test_circular_step_matches_its_spatial_residual():
     r = (s._model() - s.y).astype(np.float64)
     assert s.x.shape[1:] == s.y.shape[1:]
     assert obj == pytest.approx(0.5 * np.sum(r**2) + 0.05 * s.x.sum(), rel=1e-4)
+
+
+def test_filled_circular_model_is_the_windowed_model():
+    # With the pixels outside the image filled with the model, the circular
+    # model on the padded grid has the windowed model's objective and
+    # activation gradient (same indices): the polish on it is exact. An image
+    # placed one pixel off, or a fill left at zero, breaks both.
+    d = make_synthetic((60, 70), 8, 2, noise=0.02, seed=4)
+    prob = solver.prepare(d.image, 8, 2, None, None, None, None)
+    s = solver._Solver(prob, True, 0, None, 1e-4, 0.8, None)
+    H, W = prob.y.shape[1:]
+    rng = np.random.default_rng(0)
+    x = (rng.random((2, H + 7, W + 7)) < 0.02).astype(np.float32) * rng.random((2, H + 7, W + 7))
+    a = rng.standard_normal((2, 1, 8, 8)).astype(np.float32)
+    s.b, s.support = np.array([0.2]), np.ones((1, H + 7, W + 7), np.float32)
+    s.stage0, s.n_stages, s.total = 0, 1, 100
+    c = s._filled(0.05, a, x)
+    c._refill()
+    s._setup_op((8, 8), a, x)
+    r = s._residual(s.A, s.X)
+    g = s.op.grad_x(s.A, s.op.fft_residual(r))
+    R = c._residual_spectrum(c.X)
+    gc = c.op.grad_x(c.A, R)[:, : H + 7, : W + 7]
+    fit = 0.5 * np.sum(r.astype(np.float64) ** 2)
+    assert 0.5 * float(c.op.inner(R, R).sum()) == pytest.approx(fit, rel=1e-4)
+    np.testing.assert_allclose(gc, g, atol=1e-4 * np.abs(g).max())
 
 
 def test_circular_settle_hands_over_activations_that_fit_the_image():

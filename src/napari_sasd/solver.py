@@ -25,7 +25,10 @@ Algorithm (the method note's family, with the changes measured to help):
 Every operator is a few real FFTs of one fast size, batched over motifs and
 channels (``convolution.py``), in float32. On a discovery crop the model is
 circular (``PeriodicConvOperator``): residuals stay spectra, about a third of
-the transforms; the whole image is fitted with the exact windowed model.
+the transforms. So it is for the whole image's settle (zero-padded, its border
+copies then corrected) and its polish, where the circular model on a padded
+grid is kept exact by filling the pad with the model (``_refill``); images
+with missing pixels use the exact windowed model (``ConvOperator``).
 """
 
 from __future__ import annotations
@@ -89,6 +92,10 @@ CROP_FRACTION = 0.5
 #: 30, 10/10 with 100); it costs little on the crop.
 DISCOVERY_FINAL = 30
 DISCOVERY_FINAL_ONE = 100
+#: The whole image on the circular model: the pixels outside it are refilled
+#: with the model every this many iterations (two transforms; 4 and 8 measured
+#: alike at 256^2).
+FILL_EVERY = 4
 
 
 def solve(
@@ -263,6 +270,11 @@ class _Solver:
         self._Y: np.ndarray | None = None
         # The data's own size: a circular crop is zero-padded past it.
         self.shape0 = tuple(self.y.shape[1:])
+        # The whole image on the circular model (``_finish_circular``): pixels
+        # outside the image (1 there), filled with the model, and the number
+        # of pixels the background is fitted on.
+        self.fill: np.ndarray | None = None
+        self.n_bg = float(self.y[0].size)
 
     # ------------------------------------------------------------------ setup
     def _lift(self) -> tuple[int, int]:
@@ -529,7 +541,7 @@ class _Solver:
         if self.fixed_motifs:
             return f_new + lam * self._l1(), dx
         # Background: the residual's mean is its spectrum's DC term.
-        db = R[:, 0, 0].real.astype(np.float64) / self.y[0].size
+        db = R[:, 0, 0].real.astype(np.float64) / self.n_bg
         self.b -= db
         R[:, 0, 0] -= (db * self.y[0].size).astype(np.float32)
         obj = 0.5 * float(op.inner(R, R).sum()) + lam * self._l1()
@@ -544,11 +556,28 @@ class _Solver:
         R[:, 0, 0] += (self.b * self.y[0].size).astype(R.real.dtype)
         return R
 
+    def _refill(self) -> None:
+        """Fill the pixels outside the image with the current model.
+
+        The windowed model is the circular one on a grid of at least
+        ``H + k - 1`` with only the image's pixels observed. Filling the others
+        with the model makes the circular objective a majoriser of the exact
+        one that touches it here (the EM step for missing data), so steps on
+        it decrease the exact objective while their residuals stay spectra.
+        """
+        model = self.op.image(self.op.combine(self.A, self.X))
+        model += self.b.astype(np.float32)[:, None, None]
+        model *= self.fill
+        model += self.y
+        self._Y = self.op.fft_residual(model)
+
     def _stage(
         self, s: int, lam: float, n_iter: int, tol: float
     ) -> Generator[SolveProgress, None, bool]:
         self.t = 1.0
-        for _ in range(n_iter):
+        for i in range(n_iter):
+            if self.fill is not None and i % FILL_EVERY == 0:
+                self._refill()
             self.obj, change = self._step(lam)
             self.iteration += 1
             yield SolveProgress(
@@ -874,6 +903,43 @@ class _Solver:
         x[:, kh // 2 : kh // 2 + H, kw // 2 : kw // 2 + W] = sub.x[:, iq][:, :, jq]
         return x
 
+    def _finish_circular(
+        self, lam: float, polish: int, debias: int, a: np.ndarray, x: np.ndarray
+    ) -> Generator[SolveProgress, None, bool]:
+        """:meth:`_polish` on the exact circular model of the whole image
+        (:meth:`_filled`); leaves the windowed operator set up with the result."""
+        sub = self._filled(lam, a, x)
+        converged = yield from self._forward(sub, sub._polish(lam, polish, debias), lambda k: k)
+        G = x.shape[1:]
+        self.b, self.obj, self.support = sub.b, sub.obj, sub.support[:, : G[0], : G[1]]
+        self._setup_op(self.k, sub.a, np.ascontiguousarray(sub.x[:, : G[0], : G[1]]))
+        return converged
+
+    def _filled(self, lam: float, a: np.ndarray, x: np.ndarray) -> _Solver:
+        """A solver of the whole image on the circular model, kept exact by
+        filling the pixels outside the image with the model (:meth:`_refill`),
+        set up with ``k x k`` motifs ``a`` and activations ``x`` on the windowed
+        grid: the circular grid's corner, the same indices."""
+        C, N = self.p.n_channels, self.p.n_motifs
+        H, W = self.y.shape[1:]
+        kh, kw = self.k
+        G = (H + kh - 1, W + kw - 1)
+        L = tuple(fft.next_fast_len(v, real=True) for v in G)
+        # The image sits where the windowed operator observes it.
+        y = np.zeros((C, *L), np.float32)
+        y[:, kh - 1 : kh - 1 + H, kw - 1 : kw - 1 + W] = self.y
+        sub = self._sub(y, None, N, lam, self.seed, circular=True)
+        sub.fill = np.ones((1, *L), np.float32)
+        sub.fill[:, kh - 1 : kh - 1 + H, kw - 1 : kw - 1 + W] = 0
+        sub.n_bg = float(H * W)
+        sub.b = self.b.copy()
+        sub.support = np.zeros((1, *L), np.float32)
+        sub.support[:, : G[0], : G[1]] = self.support
+        xs = np.zeros((N, *L), np.float32)
+        xs[:, : G[0], : G[1]] = x
+        sub._setup_op((kh, kw), a, xs)
+        return sub
+
     def _crop_side(self) -> int:
         """Side of the discovery crop, in pixels."""
         H, W = self.y.shape[1:]
@@ -984,13 +1050,28 @@ class _Solver:
         self.support[:, kh // 2 : kh // 2 + H, kw // 2 : kw // 2 + W] = 1
         x = (x * nrm[:, None, None] * self.support).astype(np.float32)
         a = (a / nrm[:, None, None, None]).astype(np.float32)
-        circular = direct and self.omega is None
-        if circular:
+        circular = self.omega is None
+        if direct and circular:
             x = yield from self._settle_circular(lam, settle_iters, a)
-        self._setup_op((kh, kw), a, x)
-        if direct and not circular:
-            yield from self._fixed_stage(self.stage0, lam, settle_iters, 1e-3)
-        self.stage0 += direct
+        if circular:
+            # Polish and amplitude refit on the exact circular model (a third
+            # fewer transforms than the windowed one, measured 7 % off a
+            # 256^2 two-motif solve, 12 % at 512^2).
+            self.stage0 += direct
+            converged = yield from self._finish_circular(lam, polish, debias, a, x)
+        else:
+            self._setup_op((kh, kw), a, x)
+            if direct:
+                yield from self._fixed_stage(self.stage0, lam, settle_iters, 1e-3)
+            self.stage0 += direct
+            converged = yield from self._polish(lam, polish, debias)
+        self.total = self.iteration
+        return self._result(lam, converged, params)
+
+    def _polish(
+        self, lam: float, polish: int, debias: int
+    ) -> Generator[SolveProgress, None, bool]:
+        """The joint polish on the ``k x k`` support, then the amplitude refit."""
         converged = yield from self._stage(self.stage0, lam, polish, self.tol)
         if debias:
             # Refit the amplitudes on the found support without the l1 term:
@@ -998,8 +1079,7 @@ class _Solver:
             # but real copies fall under the peak threshold and bias heights.
             self.support = self.support * (self.x != 0)
             yield from self._fixed_stage(self.stage0 + 1, 0.0, debias, self.tol)
-        self.total = self.iteration
-        return self._result(lam, converged, params)
+        return converged
 
     def _result(self, lam: float, converged: bool, params: dict[str, Any]) -> SolveResult:
         p = self.p
