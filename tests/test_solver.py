@@ -123,9 +123,9 @@ def test_crop_refinement_continues_while_a_motif_moves(monkeypatch, still_moving
     monkeypatch.setattr(solver._Solver, "_recentre", recentre_reporting)
     snaps, res = _drain(napari_sasd.iter_solve(d.image, 8, 2))
     joint_on_crop = [shape for shape in extra if shape[1:] == (128, 128)]
-    # Discovery's continuations run on 128 crops too, one per motif and refit:
-    # 4 of them; the crop's joint stage is one more, the extra stage another.
-    assert len(joint_on_crop) == 4 + 1 + still_moving
+    # Discovery's continuations run on 128 crops too, one per motif: 2 of
+    # them; the crop's joint stage is one more, the extra stage another.
+    assert len(joint_on_crop) == 2 + 1 + still_moving
     stages = [s.stage for s in snaps]
     assert stages == sorted(stages) and max(stages) < snaps[-1].n_stages
     assert match_motifs(res.kernels, d.kernels)[0].min() >= 0.99
@@ -306,7 +306,7 @@ def test_seed_changes_the_start_but_still_recovers():
     assert min(sims) >= 0.95, sims
 
 
-def test_progress_previews_keep_found_motifs_while_refitting():
+def test_progress_previews_keep_found_motifs():
     d = make_synthetic((96, 96), 8, 2, noise=0.02, seed=12)
     gen = napari_sasd.iter_solve(d.image, 8, 2, max_iter=120)
     empty_after_both_found = 0
