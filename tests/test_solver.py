@@ -295,14 +295,16 @@ def test_core_does_not_import_qt_or_napari():
 
 
 def test_seed_changes_the_start_but_still_recovers():
+    # A seed jitters which data windows the motifs start from (the jitter may
+    # leave the choice as it was: seed 5 starts like 0 here, seed 7 does not).
     d = make_synthetic((128, 128), 10, 2, noise=0.02, seed=11)
     sims = []
-    kernels = []
-    for seed in (0, 5):
-        res = napari_sasd.solve(d.image, 10, 2, seed=seed)
+    starts = []
+    for seed in (0, 7):
+        snaps, res = _drain(napari_sasd.iter_solve(d.image, 10, 2, seed=seed))
+        starts.append(snaps[0].kernels)
         sims.append(match_motifs(res.kernels, d.kernels)[0].min())
-        kernels.append(res.kernels)
-    assert not np.array_equal(kernels[0], kernels[1])  # the seed is used
+    assert not np.allclose(starts[0], starts[1])  # the seed is used
     assert min(sims) >= 0.95, sims
 
 
