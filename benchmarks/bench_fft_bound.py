@@ -1,9 +1,10 @@
 """How close one solver iteration is to the cost of its FFTs, and how the solve scales.
 
 Part 1 (FFT bound). For each configuration, one default solve is run and
-every joint iteration (``_Solver._step`` of the top-level solver on the
-whole image with motifs updated: the lifted joint stage and the k x k polish)
-is timed, with ``scipy.fft``
+every joint iteration on the whole image (``_Solver._step`` with motifs
+updated, of the top-level solver -- the lifted joint stage where there is one
+-- or of the circular solver of the k x k polish, whose pad refill every few
+iterations is counted with the step that follows it) is timed, with ``scipy.fft``
 inside ``napari_sasd.convolution`` replaced by a recorder that lists each
 transform the iteration makes (function, input shape, dtype, length/axis and
 workers arguments) and the ``ConvOperator`` methods counted (``fft_x`` calls
@@ -13,7 +14,7 @@ shape and dtype (float32 / complex64); the sum over an iteration's transforms
 is its FFT bound. Reported: transforms and trials per iteration, mean FFT
 bound, mean and median measured iteration, and total time / total bound.
 
-Per iteration the current ``_step`` makes: activation step -- the image of
+Per iteration the windowed ``_step`` makes: activation step -- the image of
 the extrapolated point (irfft2), the spectrum of its residual (rfft2), the
 gradient (irfft2), and per backtracking trial the spectrum of the new
 activations (rfft2) and the image for their residual (irfft2); motif step --
@@ -21,7 +22,10 @@ the residual's spectrum (rfft2), the partial ``grad_kernel`` (ifft over rows,
 irfft of the kept rows) and the partial ``fft_kernel`` of the direction (rfft
 of the k rows, fft over rows); the line search works on the spectra
 (Parseval), no transform: 8 + 2 x trials (the transforms of activations,
-gradients and kernels are batched over the N motifs).
+gradients and kernels are batched over the N motifs). The circular step keeps
+the residual a spectrum: the gradient (irfft2), one rfft2 per trial and the
+two partial kernel transforms, 5 + trials, plus the refill's irfft2 and rfft2
+every ``FILL_EVERY`` iterations.
 
 Part 2 (scaling). One motif, k = 12, a fixed iteration budget
 (``max_iter``), images from 256^2 to 2048^2: wall time and peak resident memory
@@ -92,12 +96,14 @@ def joint_steps(
 ) -> dict[str, Any]:
     """Run one default solve and instrument its joint-stage iterations.
 
-    Every call of ``_Solver._step`` made by the top-level solver on the whole
-    image with motif updates (the joint refinement on the lifted support and
-    the polish on the k x k one; not discovery, the activations-only settle or
-    the debias), is timed, and the transforms it makes are recorded through ``scipy.fft``
-    inside ``convolution.py``, together with how often each ``ConvOperator``
-    method was called (``fft_x`` calls = backtracking trials).
+    Every call of ``_Solver._step`` with motif updates on the whole image (the
+    top-level solver's joint refinement on the lifted support, and the polish
+    on the k x k one, on the circular solver whose pad is filled; not
+    discovery, the activations-only settle or the debias) is timed, and the
+    transforms it makes are recorded through ``scipy.fft`` inside
+    ``convolution.py``, together with how often each ``ConvOperator`` method
+    was called (``fft_x`` calls = backtracking trials). A pad refill is
+    counted with the step after it.
     """
     data = problem(size, n, k, 0.05, seed)
     prob = prepare(data.image, k, n, None, None, None, None)
@@ -119,29 +125,48 @@ def joint_steps(
     times: list[float] = []
     calls: list = []
     L: list[tuple[int, int] | None] = [None]
+    orig_refill = _Solver._refill
+    # A refill made before a joint step: its time and transforms go with it.
+    refill: dict[str, Any] = {"t": 0.0, "calls": []}
 
-    def step(self: _Solver, lam: float) -> tuple[float, float]:
-        joint = self is top and not self.fixed_motifs
-        if not joint:
-            return orig_step(self, lam)
+    def whole_joint(self: _Solver) -> bool:
+        return (self is top or self.fill is not None) and not self.fixed_motifs
+
+    def timed(f: Any, self: _Solver, *args: Any) -> tuple[Any, float, list]:
         rec.calls = []
-        L[0] = self.op.L
         active[0] = True
         convolution.fft = rec
         if profiler is not None:
             profiler.enable()
         t0 = time.perf_counter()
         try:
-            return orig_step(self, lam)
+            out = f(self, *args)
         finally:
-            times.append(time.perf_counter() - t0)
+            dt = time.perf_counter() - t0
             if profiler is not None:
                 profiler.disable()
             convolution.fft = rec._mod
             active[0] = False
-            calls.append(rec.calls)
+        return out, dt, rec.calls
+
+    def step(self: _Solver, lam: float) -> tuple[float, float]:
+        if not whole_joint(self):
+            return orig_step(self, lam)
+        L[0] = self.op.L
+        out, dt, c = timed(orig_step, self, lam)
+        times.append(dt + refill["t"])
+        calls.append(refill["calls"] + c)
+        refill["t"], refill["calls"] = 0.0, []
+        return out
+
+    def refill_(self: _Solver) -> None:
+        if not whole_joint(self):
+            return orig_refill(self)
+        _, dt, c = timed(orig_refill, self)
+        refill["t"], refill["calls"] = dt, c
 
     _Solver._step = step
+    _Solver._refill = refill_
     for m, f in orig_ops.items():
         setattr(convolution.ConvOperator, m, counted(m, f))
     try:
@@ -153,6 +178,7 @@ def joint_steps(
                 break
     finally:
         _Solver._step = orig_step
+        _Solver._refill = orig_refill
         for m, f in orig_ops.items():
             setattr(convolution.ConvOperator, m, f)
     return {"times": times, "calls": calls, "counts": counts, "L": L[0]}
