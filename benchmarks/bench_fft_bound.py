@@ -130,7 +130,7 @@ def joint_steps(
     refill: dict[str, Any] = {"t": 0.0, "calls": []}
 
     def whole_joint(self: _Solver) -> bool:
-        return (self is top or self.fill is not None) and not self.fixed_motifs
+        return (self is top or self.window is not None) and not self.fixed_motifs
 
     def timed(f: Any, self: _Solver, *args: Any) -> tuple[Any, float, list]:
         rec.calls = []

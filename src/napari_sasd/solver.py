@@ -273,10 +273,10 @@ class _Solver:
         self._Y: np.ndarray | None = None
         # The data's own size: a circular crop is zero-padded past it.
         self.shape0 = tuple(self.y.shape[1:])
-        # The whole image on the circular model (``_finish_circular``): pixels
-        # outside the image (1 there), filled with the model, and the number
-        # of pixels the background is fitted on.
-        self.fill: np.ndarray | None = None
+        # The whole image on the circular model (``_filled``): where the image
+        # sits on the grid (the other pixels are filled with the model), and
+        # the number of pixels the background is fitted on.
+        self.window: tuple[slice, slice] | None = None
         self.n_bg = float(self.y[0].size)
 
     # ------------------------------------------------------------------ setup
@@ -570,8 +570,8 @@ class _Solver:
         """
         model = self.op.image(self.op.combine(self.A, self.X))
         model += self.b.astype(np.float32)[:, None, None]
-        model *= self.fill
-        model += self.y
+        win = (slice(None), *self.window)
+        model[win] = self.y[win]
         self._Y = self.op.fft_residual(model)
 
     def _stage(
@@ -579,7 +579,7 @@ class _Solver:
     ) -> Generator[SolveProgress, None, bool]:
         self.t = 1.0
         for i in range(n_iter):
-            if self.fill is not None and i % FILL_EVERY == 0:
+            if self.window is not None and i % FILL_EVERY == 0:
                 self._refill()
             self.obj, change = self._step(lam)
             self.iteration += 1
@@ -917,8 +917,7 @@ class _Solver:
         y = np.zeros((C, *L), np.float32)
         y[:, kh - 1 : kh - 1 + H, kw - 1 : kw - 1 + W] = self.y
         sub = self._sub(y, None, N, lam, self.seed, circular=True)
-        sub.fill = np.ones((1, *L), np.float32)
-        sub.fill[:, kh - 1 : kh - 1 + H, kw - 1 : kw - 1 + W] = 0
+        sub.window = (slice(kh - 1, kh - 1 + H), slice(kw - 1, kw - 1 + W))
         sub.n_bg = float(H * W)
         sub.b = self.b.copy()
         sub.support = np.zeros((1, *L), np.float32)
