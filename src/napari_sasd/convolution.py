@@ -10,7 +10,9 @@ Transforms of zero-padded small kernels, and the kernel-sized gradient, only
 transform the rows that are not zero (or are kept): half the cost of a full
 2-D FFT, which is why these don't just call ``rfft2`` with ``s=``.
 
-:class:`PeriodicConvOperator` is the circular variant used on discovery crops.
+:class:`PeriodicConvOperator` is the circular variant: used on discovery crops,
+for the whole image's settle, and for its polish on a padded grid whose pad the
+solver fills with the model (which makes it exact).
 """
 
 from __future__ import annotations
@@ -130,16 +132,17 @@ class ConvOperator:
 
 
 class PeriodicConvOperator(ConvOperator):
-    """Circular convolution on the image's own ``(H, W)`` grid, for discovery crops.
+    """Circular convolution on the image's own ``(H, W)`` grid.
 
     The model is ``a (*) x`` wrapped around the torus of the image, and the
     activations live on the same grid. With no observed window to cut the model
     to, a residual stays a spectrum (``R = A X - Y``), so an iteration only
     transforms the activations and their gradient: about a third of the
-    windowed operator's transforms. It is not the model of an image, whose
-    copies are cut at its border rather than wrapped. A crop tolerates that
-    seam: the motifs learnt on it are then fitted on the whole image with the
-    exact :class:`ConvOperator`. ``H`` and ``W`` should be fast FFT lengths.
+    windowed operator's transforms. On its own it is not the model of an
+    image, whose copies are cut at its border rather than wrapped: a discovery
+    crop tolerates that seam, and the solver makes it exact on a grid past
+    ``H + k - 1`` by filling the pixels outside the image with the model.
+    ``H`` and ``W`` should be fast FFT lengths.
     """
 
     def _grid_and_lengths(self) -> tuple[tuple[int, int], tuple[int, int]]:

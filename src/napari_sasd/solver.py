@@ -331,7 +331,9 @@ class _Solver:
     def _setup_op(self, K: tuple[int, int], a: np.ndarray, x: np.ndarray) -> None:
         if self.periodic:
             self.op = PeriodicConvOperator(self.y.shape[1:], K, self.workers)
-            if self._Y is None:
+            # A filled grid's data spectrum comes from ``_refill``, at the
+            # start of every stage.
+            if self._Y is None and self.window is None:
                 self._Y = self.op.fft_residual(self.y)
         else:
             self.op = ConvOperator(self.y.shape[1:], K, self.workers)
@@ -810,7 +812,8 @@ class _Solver:
             grid = tuple(fft.next_fast_len(int(v), real=True) for v in shape0)
             y = np.pad(y, [(0, 0)] + [(0, g - v) for g, v in zip(grid, shape0, strict=True)])
         sub_p = Problem(
-            y=y.astype(np.float32), omega=omega, offset=np.zeros(p.n_channels), scale=1.0,
+            y=y.astype(np.float32, copy=False), omega=omega, offset=np.zeros(p.n_channels),
+            scale=1.0,
             kernel_size=self.k, n_motifs=n, lam=lam, channel_axis=p.channel_axis,
             image_shape=y.shape, init_kernels=None,
         )  # fmt: skip
