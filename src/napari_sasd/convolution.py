@@ -51,13 +51,16 @@ class ConvOperator:
             workers = -1 if self.L[0] * self.L[1] >= THREADED_FFT_PIXELS else 1
         self.workers = workers
         self._buf: np.ndarray | None = None
+        #: Weight of one term of the full spectrum in Parseval's sum.
+        self.parseval = 1 / (self.L[0] * self.L[1])
         # Parseval on the half spectrum of a real FFT: the columns other than
-        # the zero and Nyquist frequencies stand for two.
+        # the zero and Nyquist frequencies stand for two. Repeated for the
+        # real and imaginary parts side by side in a float32 view.
         w = np.full(self.L[1] // 2 + 1, 2.0, np.float32)
         w[0] = 1
         if self.L[1] % 2 == 0:
             w[-1] = 1
-        self._weight2 = np.repeat(w / np.float32(self.L[0] * self.L[1]), 2)
+        self._weight2 = np.repeat(w * np.float32(self.parseval), 2)
 
     def _grid_and_lengths(self) -> tuple[tuple[int, int], tuple[int, int]]:
         """Activation grid and transform lengths (a fast length past the grid)."""
@@ -90,10 +93,13 @@ class ConvOperator:
     def inner(self, P: np.ndarray, Q: np.ndarray) -> np.ndarray:
         """Inner products of the real images whose spectra are ``P`` and ``Q``
         ``(..., L0, L1 // 2 + 1)``, over the last two axes (Parseval)."""
-        # Re(conj(p) q) = p.re q.re + p.im q.im: one product of the float32
-        # views (each weight repeated for the pair) instead of two strided ones.
-        prod = np.ascontiguousarray(P).view(np.float32) * np.ascontiguousarray(Q).view(np.float32)
-        return np.einsum("...ij,j->...", prod, self._weight2)
+        # Re(conj(p) q) = p.re q.re + p.im q.im: products of the float32
+        # views summed down the columns in one pass with no temporary
+        # (einsum's fused multiply-add loop), then weighted per column.
+        Pv = np.ascontiguousarray(P).view(np.float32)
+        Qv = np.ascontiguousarray(Q).view(np.float32)
+        cols = np.einsum("...ij,...ij->...j", Pv, Qv)
+        return np.einsum("...j,j->...", cols, self._weight2).astype(np.float64)
 
     # -- model and gradients ------------------------------------------------
     @staticmethod
@@ -121,13 +127,14 @@ class ConvOperator:
 
     def grad_kernel(self, X: np.ndarray, R: np.ndarray) -> np.ndarray:
         """Adjoint on kernels: ``(N, C, Kh, Kw)``, correlation of residual and activations."""
-        if R.shape[0] == 1:
-            P = np.conj(X)
-            P *= R[0]
-            P = P[:, None]
-        else:
-            P = X.conj()[:, None] * R[None]
-        t = fft.ifft(P, axis=-2, workers=self.workers)[..., : self.Kh, :]
+        # The correlation's spectrum is conj(X) R = conj(X conj(R)): one
+        # conjugate of the residual instead of one per motif, and the inverse
+        # transform over rows of a conjugate is the conjugate of the forward
+        # one (over L0), taken on the Kh kept rows only.
+        Q = X[:, None] * np.conj(R)[None]
+        t = fft.fft(Q, axis=-2, workers=self.workers)[..., : self.Kh, :]
+        t = np.conj(t, out=t)
+        t *= np.float32(1 / self.L[0])
         return fft.irfft(t, n=self.L[1], axis=-1, workers=self.workers)[..., : self.Kw]
 
 
