@@ -278,6 +278,14 @@ class _Solver:
         # the number of pixels the background is fitted on.
         self.window: tuple[slice, slice] | None = None
         self._zeros: np.ndarray | None = None
+        # Non-zero flat indices of x and x_prev, with the arrays they are of
+        # (``_sparse_x_step``), and the support as booleans.
+        self._nz: tuple[np.ndarray, np.ndarray] | None = None
+        self._nz_prev: tuple[np.ndarray, np.ndarray] | None = None
+        self._support_bool: tuple[np.ndarray, np.ndarray] | None = None
+        # The sparse activation step where it applies (off: the dense one,
+        # which the tests compare it with).
+        self.sparse_x = True
         self.n_bg = float(self.y[0].size)
 
     # ------------------------------------------------------------------ setup
@@ -343,6 +351,7 @@ class _Solver:
         self.x, self.x_prev = x.copy(), x.copy()
         self.A = self.op.fft_kernel(a)
         self._Lx: float | None = None
+        self._Lx_last: float | None = None
         # Residuals at x and x_prev, kept while the motifs are fixed (``_step``).
         self._r: np.ndarray | None = None
         self._r_prev: np.ndarray | None = None
@@ -485,7 +494,7 @@ class _Solver:
             A2 = np.square(Av[0])
             for m in range(1, len(Av)):
                 A2 += np.square(Av[m])
-            self._Lx = float(np.max(A2[..., 0::2] + A2[..., 1::2])) + 1e-12
+            self._Lx = self._Lx_last = float(np.max(A2[..., 0::2] + A2[..., 1::2])) + 1e-12
         return self._Lx
 
     def _update_motifs(self, R: np.ndarray) -> float:
@@ -545,7 +554,6 @@ class _Solver:
         op = self.op
         t_new = (1 + math.sqrt(1 + 4 * self.t**2)) / 2
         beta = (self.t - 1) / t_new
-        xe = _extrapolate(self.x, self.x_prev, beta, reuse=True)
         re = self._residual_spectrum(_extrapolate(self.X, self.X_prev, beta, reuse=True))
         gx = op.grad_x(self.A, re)
 
@@ -554,11 +562,19 @@ class _Solver:
             return R, 0.5 * float(op.inner(R, R).sum())
 
         fe = 0.5 * float(op.inner(re, re).sum())
-        x_new, X_new, R, f_new, dxe = self._backtrack(lam, xe, gx, fe, fit)
-        dx, t_new = self._accept_x(x_new, X_new, dxe, t_new)
+        # The whole image's polish and refit (a filled grid) have sparse
+        # activations; discovery's, on a crop under continuation, are denser
+        # and smaller, and the dense step was measured faster there.
+        if self.positive and self.window is not None and self.sparse_x:
+            X_new, R, f_new, dx, t_new, l1 = self._sparse_x_step(lam, beta, gx, fe, fit, t_new)
+        else:
+            xe = _extrapolate(self.x, self.x_prev, beta, reuse=True)
+            x_new, X_new, R, f_new, dxe = self._backtrack(lam, xe, gx, fe, fit)
+            dx, t_new = self._accept_x(x_new, X_new, dxe, t_new)
+            l1 = self._l1()
         self.t = t_new
         if self.fixed_motifs:
-            return f_new + lam * self._l1(), dx
+            return f_new + lam * l1, dx
         # Background: the residual's mean is its spectrum's DC term, and the
         # fit changes by that term's change alone (Parseval, weight 1 / L0 L1).
         dc = R[:, 0, 0].real.astype(np.float64)
@@ -566,9 +582,99 @@ class _Solver:
         self.b -= db
         R[:, 0, 0] -= (db * self.y[0].size).astype(np.float32)
         f_new += 0.5 * op.parseval * float(np.sum(R[:, 0, 0].real.astype(np.float64) ** 2 - dc**2))
-        obj = f_new + lam * self._l1()
+        obj = f_new + lam * l1
         da = self._update_motifs(R)
         return obj, max(dx, da / math.sqrt(self.p.n_motifs))
+
+    def _sparse_x_step(
+        self,
+        lam: float,
+        beta: float,
+        gx: np.ndarray,
+        fe: float,
+        fit: Callable[[np.ndarray], tuple[np.ndarray, float]],
+        t_new: float,
+    ) -> tuple[np.ndarray, np.ndarray, float, float, float, float]:
+        """:meth:`_backtrack` and :meth:`_accept_x` for non-negative
+        activations, on the few pixels where they can be non-zero.
+
+        The activations are sparse (about 1 % of the grid in the polish), and
+        ``max(xe - step (gx + lam), 0)`` is non-zero only where the
+        extrapolated point is (inside the supports of ``x`` and ``x_prev``) or
+        where ``gx < -lam``, whatever the step. On that set the step is the
+        same arithmetic as the dense one, and the grid is touched by one
+        comparison with the gradient and one scatter per trial instead of
+        about twenty passes. Returns the new spectrum, residual spectrum and
+        fit, the relative change, the momentum counter and the l1 norm.
+        """
+        x, xp = self.x, self.x_prev
+        nz = _cached_nonzero(self._nz, x)
+        nzp = _cached_nonzero(self._nz_prev, xp)
+        g = gx.reshape(-1)
+        cand = np.less(gx, np.float32(-lam))
+        if self.support is not None:
+            cand &= self._support_mask()
+        # The union as a mask: flatnonzero gives it sorted, no sort needed.
+        flat = cand.reshape(-1)
+        flat[nz] = True
+        flat[nzp] = True
+        S = np.flatnonzero(flat)
+        xf = x.reshape(-1)
+        x_S = xf[S]
+        xe_S = x_S - xp.reshape(-1)[S]
+        xe_S *= np.float32(beta)
+        xe_S += x_S
+        g_S = g[S]
+        sup_S = None
+        if self.support is not None:
+            plane = self.support[0].size
+            sup = self.support.reshape(-1)
+            sup_S = sup[S % plane] if len(self.support) == 1 else sup[S]
+        # The new activations go into the previous iterate's buffer, no longer
+        # needed: it is non-zero only inside S, which every trial writes.
+        x_new = xp
+        # The bound of the last motifs sets the first trial's range (the
+        # motifs move little in a step); the current one is computed only when
+        # the backtracking nears its floor, where it is a guarantee. It costs
+        # several passes over the spectra, and is rarely needed.
+        Lx = self._Lx if self._Lx is not None or self._Lx_last is None else self._Lx_last
+        Lx = self._lipschitz() if Lx is None else Lx
+        step = min(max(self.x_step * BACKTRACK_GROW, 1 / Lx), MAX_STEP_GAIN / Lx)
+        while True:
+            v = g_S * np.float32(-step)
+            v += xe_S
+            v -= np.float32(lam * step)
+            np.maximum(v, 0, out=v)
+            if sup_S is not None:
+                v *= sup_S
+            x_new.reshape(-1)[S] = v
+            X_new = self.op.fft_x(x_new)
+            R, f_new = fit(X_new)
+            dxe = v - xe_S
+            if f_new <= fe + _dot(g_S, dxe) + _dot(dxe, dxe) / (2 * step):
+                break
+            if step < 4 / Lx:
+                Lx = self._lipschitz()
+                if step <= 1 / Lx:
+                    break
+            step = max(step / 2, 1 / Lx)
+        self.x_step = step
+        # Momentum restart and relative change as in :meth:`_accept_x`; x,
+        # x_new and the move from xe all vanish outside S.
+        d = v - x_S
+        if _dot(dxe, d) < 0:
+            t_new = 1.0
+        dx = math.sqrt(_dot(d, d)) / (math.sqrt(_dot(v, v)) + 1e-12)
+        self.x_prev, self.x = x, x_new
+        self.X_prev, self.X = self.X, X_new
+        self._nz_prev, self._nz = (x, nz), (x_new, S[v != 0])
+        return X_new, R, f_new, dx, t_new, float(v.sum())
+
+    def _support_mask(self) -> np.ndarray:
+        """The support as booleans (kept while the support is the same array)."""
+        if self._support_bool is None or self._support_bool[0] is not self.support:
+            self._support_bool = (self.support, self.support != 0)
+        return self._support_bool[1]
 
     def _residual_spectrum(self, X: np.ndarray) -> np.ndarray:
         """Spectrum of the circular model's residual at activations ``X``."""
@@ -1193,6 +1299,13 @@ def _extrapolate(
         o *= np.float32(beta)
     o += c
     return out
+
+
+def _cached_nonzero(cache: tuple[np.ndarray, np.ndarray] | None, arr: np.ndarray) -> np.ndarray:
+    """Flat indices of the non-zeros of ``arr``, from ``cache`` if it holds them."""
+    if cache is not None and cache[0] is arr:
+        return cache[1]
+    return np.flatnonzero(arr)
 
 
 def _normalise(a: np.ndarray) -> np.ndarray:
