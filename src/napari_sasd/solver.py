@@ -397,15 +397,15 @@ class _Solver:
         beta = (self.t - 1) / t_new
         # Activations: FISTA step from the extrapolated point. The FFT is
         # linear, so the extrapolated spectrum costs no transform.
-        xe = _extrapolate(self.x, self.x_prev, beta, reuse=True)
+        xe = _extrapolate(self.x, self.x_prev, beta)
         # With the motifs (and background) fixed the residual is affine in x,
         # so the extrapolated point's residual is the same combination of the
         # two last ones: one inverse FFT per activation-only step saved.
         r_x = self._r if self.fixed_motifs else None
         if r_x is not None and (beta == 0 or self._r_prev is not None):
-            re = r_x if beta == 0 else _extrapolate(r_x, self._r_prev, beta, reuse=True)
+            re = r_x if beta == 0 else _extrapolate(r_x, self._r_prev, beta)
         else:
-            re = self._residual(self.A, _extrapolate(self.X, self.X_prev, beta, reuse=True))
+            re = self._residual(self.A, _extrapolate(self.X, self.X_prev, beta))
             if beta == 0:
                 r_x = re
         gx = op.grad_x(self.A, op.fft_residual(re))
@@ -554,7 +554,7 @@ class _Solver:
         op = self.op
         t_new = (1 + math.sqrt(1 + 4 * self.t**2)) / 2
         beta = (self.t - 1) / t_new
-        re = self._residual_spectrum(_extrapolate(self.X, self.X_prev, beta, reuse=True))
+        re = self._residual_spectrum(_extrapolate(self.X, self.X_prev, beta))
         gx = op.grad_x(self.A, re)
 
         def fit(X: np.ndarray) -> tuple[np.ndarray, float]:
@@ -568,7 +568,7 @@ class _Solver:
         if self.positive and self.window is not None and self.sparse_x:
             X_new, R, f_new, dx, t_new, l1 = self._sparse_x_step(lam, beta, gx, fe, fit, t_new)
         else:
-            xe = _extrapolate(self.x, self.x_prev, beta, reuse=True)
+            xe = _extrapolate(self.x, self.x_prev, beta)
             x_new, X_new, R, f_new, dxe = self._backtrack(lam, xe, gx, fe, fit)
             dx, t_new = self._accept_x(x_new, X_new, dxe, t_new)
             l1 = self._l1()
@@ -637,8 +637,7 @@ class _Solver:
         # motifs move little in a step); the current one is computed only when
         # the backtracking nears its floor, where it is a guarantee. It costs
         # several passes over the spectra, and is rarely needed.
-        Lx = self._Lx if self._Lx is not None or self._Lx_last is None else self._Lx_last
-        Lx = self._lipschitz() if Lx is None else Lx
+        Lx = self._Lx or self._Lx_last or self._lipschitz()
         step = min(max(self.x_step * BACKTRACK_GROW, 1 / Lx), MAX_STEP_GAIN / Lx)
         while True:
             v = g_S * np.float32(-step)
@@ -1278,27 +1277,19 @@ def _dot(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.einsum(f"{sub},{sub}->", a, b))
 
 
-def _extrapolate(
-    cur: np.ndarray, prev: np.ndarray, beta: float, reuse: bool = False
-) -> np.ndarray:
-    """``cur + beta (cur - prev)``: into ``prev``'s buffer with ``reuse`` (the
-    previous iterate is not needed again), else into one temporary; ``cur``
-    itself when beta is 0. Complex arrays are scaled as their float32 views
-    (a real scaling of complex64 runs the complex product loop)."""
+def _extrapolate(cur: np.ndarray, prev: np.ndarray, beta: float) -> np.ndarray:
+    """``cur + beta (cur - prev)``, into ``prev``'s buffer: every caller is done
+    with the previous iterate. ``cur`` itself when beta is 0. Complex arrays
+    are scaled as their float32 views (a real scaling of complex64 runs the
+    complex product loop)."""
     if beta == 0:
         return cur
     c = cur.view(np.float32) if np.iscomplexobj(cur) else cur
-    if reuse:
-        out = prev
-        o = out.view(np.float32) if np.iscomplexobj(out) else out
-        o -= c
-        o *= np.float32(-beta)
-    else:
-        out = cur - prev
-        o = out.view(np.float32) if np.iscomplexobj(out) else out
-        o *= np.float32(beta)
+    o = prev.view(np.float32) if np.iscomplexobj(prev) else prev
+    o -= c
+    o *= np.float32(-beta)
     o += c
-    return out
+    return prev
 
 
 def _cached_nonzero(cache: tuple[np.ndarray, np.ndarray] | None, arr: np.ndarray) -> np.ndarray:
