@@ -398,34 +398,53 @@ def test_filled_circular_model_is_the_windowed_model():
     np.testing.assert_allclose(gc, g, atol=1e-4 * np.abs(g).max())
 
 
-@pytest.mark.parametrize("fixed", [True, False])
-def test_sparse_activation_step_is_the_dense_step(fixed):
+@pytest.mark.parametrize(("fixed", "lam"), [(True, 0.2), (False, 0.2), (False, 0.0)])
+def test_sparse_activation_step_is_the_dense_step(fixed, lam, monkeypatch):
     # The polish's activation step works on the pixels where activations can
     # be non-zero; it must take the dense step's iterates, momentum included,
-    # with a support that excludes some of the starting activations. With the
-    # motifs moving, its first trial range comes from the last motifs' bound,
-    # hence the looser tolerance.
+    # with a support that excludes some of the starting activations, and hand
+    # over to and from the dense step, which it falls back to when too many
+    # pixels could be non-zero (one step with moving motifs here; every step
+    # at lambda 0).
+    # With the motifs moving, its first trial range comes from the last
+    # motifs' bound, hence the looser tolerance.
     d = make_synthetic((60, 70), 8, 2, noise=0.02, seed=4)
     prob = solver.prepare(d.image, 8, 2, None, None, None, None)
     s = solver._Solver(prob, True, 0, None, 1e-4, 0.8, None)
     H, W = prob.y.shape[1:]
     G = (H + 7, W + 7)
     rng = np.random.default_rng(1)
-    x = (rng.random((2, *G)) < 0.03) * rng.random((2, *G)).astype(np.float32)
-    a = (d.kernels[:, None] + 0.1 * rng.standard_normal((2, 1, 8, 8))).astype(np.float32)
+    # A polish's start: the true copies with amplitude errors, some spurious
+    # ones (some outside the support), motifs a little off.
+    x = np.zeros((2, *G), np.float32)
+    x[:, 4 : 4 + H, 4 : 4 + W] = d.activations / prob.scale
+    x *= 1 + 0.3 * rng.standard_normal(x.shape).astype(np.float32)
+    x[(rng.random(x.shape) < 0.003)] = 0.5
+    np.maximum(x, 0, out=x)
+    a = (d.kernels[:, None] + 0.03 * rng.standard_normal((2, 1, 8, 8))).astype(np.float32)
     a /= np.linalg.norm(a.reshape(2, -1), axis=1)[:, None, None, None]
-    s.b = np.array([0.1])
+    s.b = np.array([-prob.offset[0] / prob.scale])
     s.support = np.zeros((1, *G), np.float32)
     s.support[:, 4 : 4 + H, 4 : 4 + W] = 1
     s.stage0, s.n_stages, s.total = 0, 1, 100
+    taken = []
+    sparse_step = solver._Solver._sparse_x_step
+
+    def counted(self, *args):
+        out = sparse_step(self, *args)
+        taken.append(out is not None)
+        return out
+
+    monkeypatch.setattr(solver._Solver, "_sparse_x_step", counted)
     runs = []
     for sparse in (True, False):
-        c = s._filled(0.02, a, x.astype(np.float32))
+        c = s._filled(lam, a, x.astype(np.float32))
         c.sparse_x, c.fixed_motifs = sparse, fixed
         c._refill()
-        objs = [c._step(0.02)[0] for _ in range(8)]
+        objs = [c._step(lam)[0] for _ in range(8)]
         runs.append((c.x.copy(), c.a.copy(), np.array(objs)))
     off = c.support[0] == 0  # outside the image's k x k support, and the pad
+    assert len(taken) == 8 and (sum(taken) >= 5 if lam else not any(taken))
     (xs, as_, os_), (xd, ad, od) = runs
     tol = 1e-5 if fixed else 1e-3
     np.testing.assert_allclose(os_, od, rtol=tol)

@@ -65,6 +65,11 @@ DIRECT_ITERS = (15, 10)
 #: Several motifs had no whole-image joint stage to settle them: with 16,
 #: recall fell (0.80 instead of 0.88 at k = 16) and FeSe's defects were missed.
 SETTLE_DIRECT = (16, 48)
+#: The polish's activation step works on the pixels that can be non-zero
+#: when they are at most this fraction of the grid (about 1 % at sensible
+#: lambdas; 75 % at a hundredth of them, where the gathers made the solve
+#: 1.05-1.2x slower than the dense step).
+SPARSE_MAX_FRACTION = 0.25
 #: Activation step: grows by this factor per iteration until backtracking
 #: stops it, at most this many times the global 1/Lipschitz step.
 BACKTRACK_GROW = 1.5
@@ -565,8 +570,11 @@ class _Solver:
         # The whole image's polish and refit (a filled grid) have sparse
         # activations; discovery's, on a crop under continuation, are denser
         # and smaller, and the dense step was measured faster there.
+        sparse = None
         if self.positive and self.window is not None and self.sparse_x:
-            X_new, R, f_new, dx, t_new, l1 = self._sparse_x_step(lam, beta, gx, fe, fit, t_new)
+            sparse = self._sparse_x_step(lam, beta, gx, fe, fit, t_new)
+        if sparse is not None:
+            X_new, R, f_new, dx, t_new, l1 = sparse
         else:
             xe = _extrapolate(self.x, self.x_prev, beta)
             x_new, X_new, R, f_new, dxe = self._backtrack(lam, xe, gx, fe, fit)
@@ -594,9 +602,10 @@ class _Solver:
         fe: float,
         fit: Callable[[np.ndarray], tuple[np.ndarray, float]],
         t_new: float,
-    ) -> tuple[np.ndarray, np.ndarray, float, float, float, float]:
+    ) -> tuple[np.ndarray, np.ndarray, float, float, float, float] | None:
         """:meth:`_backtrack` and :meth:`_accept_x` for non-negative
-        activations, on the few pixels where they can be non-zero.
+        activations, on the few pixels where they can be non-zero (None,
+        having changed nothing, when more than ``SPARSE_MAX_FRACTION`` can).
 
         The activations are sparse (about 1 % of the grid in the polish), and
         ``max(xe - step (gx + lam), 0)`` is non-zero only where the
@@ -618,6 +627,8 @@ class _Solver:
         flat = cand.reshape(-1)
         flat[nz] = True
         flat[nzp] = True
+        if np.count_nonzero(flat) > SPARSE_MAX_FRACTION * x.size:
+            return None
         S = np.flatnonzero(flat)
         xf = x.reshape(-1)
         x_S = xf[S]
