@@ -398,6 +398,19 @@ def test_filled_circular_model_is_the_windowed_model():
     np.testing.assert_allclose(gc, g, atol=1e-4 * np.abs(g).max())
 
 
+def _counting_sparse_steps():
+    """``_Solver._sparse_x_step`` recording whether each call took the sparse step."""
+    taken: list[bool] = []
+    sparse_step = solver._Solver._sparse_x_step
+
+    def counted(self, *args):
+        out = sparse_step(self, *args)
+        taken.append(out is not None)
+        return out
+
+    return taken, counted
+
+
 @pytest.mark.parametrize(("fixed", "lam"), [(True, 0.2), (False, 0.2), (False, 0.0)])
 def test_sparse_activation_step_is_the_dense_step(fixed, lam, monkeypatch):
     # The polish's activation step works on the pixels where activations can
@@ -427,13 +440,7 @@ def test_sparse_activation_step_is_the_dense_step(fixed, lam, monkeypatch):
     s.support = np.zeros((1, *G), np.float32)
     s.support[:, 4 : 4 + H, 4 : 4 + W] = 1
     s.stage0, s.n_stages, s.total = 0, 1, 100
-    taken = []
-    sparse_step = solver._Solver._sparse_x_step
-
-    def counted(self, *args):
-        out = sparse_step(self, *args)
-        taken.append(out is not None)
-        return out
+    taken, counted = _counting_sparse_steps()
 
     monkeypatch.setattr(solver._Solver, "_sparse_x_step", counted)
     runs = []
@@ -477,3 +484,29 @@ def test_circular_settle_hands_over_activations_that_fit_the_image():
     inner = (slice(None), slice(8, -8), slice(8, -8))
     r = (s._model() - s.y)[inner]
     assert np.sum(r**2) < 0.02 * np.sum((s.y - s.b[0])[inner] ** 2)
+
+
+def test_circular_settle_sparse_step_is_the_dense_step(monkeypatch):
+    # The settle (no support, activations from zero) takes the sparse
+    # activation step; forced onto the dense one it must settle the same maps.
+    d = make_synthetic((80, 96), 8, 2, noise=0.02, seed=5)
+    prob = solver.prepare(d.image, 8, 2, None, None, None, None)
+    a = d.kernels[:, None].astype(np.float32)
+    taken, counted = _counting_sparse_steps()
+
+    settled = []
+    for step in (counted, lambda self, *args: None):
+        monkeypatch.setattr(solver._Solver, "_sparse_x_step", step)
+        s = solver._Solver(prob, True, 0, None, 1e-4, 0.8, None)
+        s.b = np.array([-prob.offset[0] / prob.scale])
+        s.stage0, s.n_stages, s.total = 0, 1, 100
+        gen = s._settle_circular(0.05, 30, a)
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                settled.append(stop.value)
+                break
+    assert sum(taken) >= 20
+    np.testing.assert_allclose(settled[0], settled[1], atol=1e-5 * np.abs(settled[1]).max())
+    assert np.count_nonzero(settled[1]) > 20

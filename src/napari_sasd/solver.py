@@ -288,9 +288,9 @@ class _Solver:
         self._nz: tuple[np.ndarray, np.ndarray] | None = None
         self._nz_prev: tuple[np.ndarray, np.ndarray] | None = None
         self._support_bool: tuple[np.ndarray, np.ndarray] | None = None
-        # The sparse activation step where it applies (off: the dense one,
-        # which the tests compare it with).
-        self.sparse_x = True
+        # The sparse activation step (``_sparse_x_step``), for the whole
+        # image's circular sub-solvers, whose activations are sparse.
+        self.sparse_x = False
         self.n_bg = float(self.y[0].size)
 
     # ------------------------------------------------------------------ setup
@@ -567,12 +567,12 @@ class _Solver:
             return R, 0.5 * float(op.inner(R, R).sum())
 
         fe = 0.5 * float(op.inner(re, re).sum())
-        # The whole image's polish and refit (a filled grid) have sparse
-        # activations; discovery's, on a crop under continuation, are denser
-        # and smaller: with the sparse step there too, the 256^2 two-motif
-        # solve took 1.17x the time.
+        # The whole image's settle, polish and refit have sparse activations;
+        # discovery's, on a crop under continuation, are denser and smaller:
+        # with the sparse step there too, the 256^2 two-motif solve took 1.17x
+        # the time.
         sparse = None
-        if self.positive and self.window is not None and self.sparse_x:
+        if self.positive and self.sparse_x:
             sparse = self._sparse_x_step(lam, beta, gx, fe, fit, t_new)
         if sparse is not None:
             X_new, R, f_new, dx, t_new, l1 = sparse
@@ -1014,7 +1014,7 @@ class _Solver:
         H, W = self.y.shape[1:]
         kh, kw = self.k
         sub = self._sub(self.y, None, self.p.n_motifs, lam, self.seed, circular=True)
-        sub.b, sub.support = self.b.copy(), None
+        sub.b, sub.support, sub.sparse_x = self.b.copy(), None, True
         Hp, Wp = sub.y.shape[1:]
         sub._setup_op((kh, kw), a, np.zeros((self.p.n_motifs, Hp, Wp), np.float32))
         gen = sub._fixed_stage(self.stage0, lam, n_iter, 1e-3)
@@ -1055,6 +1055,7 @@ class _Solver:
         y[:, kh - 1 : kh - 1 + H, kw - 1 : kw - 1 + W] = self.y
         sub = self._sub(y, None, N, lam, self.seed, circular=True)
         sub.window = (slice(kh - 1, kh - 1 + H), slice(kw - 1, kw - 1 + W))
+        sub.sparse_x = True
         sub.n_bg = float(H * W)
         sub.b = self.b.copy()
         sub.support = np.zeros((1, *L), np.float32)
