@@ -478,14 +478,10 @@ class _Solver:
     ) -> tuple[float, float]:
         """Take the activation step; returns its relative change and the
         momentum counter, reset when the step turned against the momentum."""
-        # Gradient-based adaptive restart (O'Donoghue & Candes) keeps momentum
-        # from overshooting in this non-convex landscape.
         # The previous iterate's buffer (or the extrapolated point's, which
         # took it over) is free now: the change goes there.
         d = np.subtract(x_new, self.x, out=self.x_prev)
-        if _dot(dxe, d) < 0:
-            t_new = 1.0
-        dx = math.sqrt(_dot(d, d)) / (math.sqrt(_dot(x_new, x_new)) + 1e-12)
+        dx, t_new = _restart(dxe, d, x_new, t_new)
         self.x_prev, self.x = self.x, x_new
         self.X_prev, self.X = self.X, X_new
         return dx, t_new
@@ -670,12 +666,8 @@ class _Solver:
                     break
             step = max(step / 2, 1 / Lx)
         self.x_step = step
-        # Momentum restart and relative change as in :meth:`_accept_x`; x,
-        # x_new and the move from xe all vanish outside S.
-        d = v - x_S
-        if _dot(dxe, d) < 0:
-            t_new = 1.0
-        dx = math.sqrt(_dot(d, d)) / (math.sqrt(_dot(v, v)) + 1e-12)
+        # As :meth:`_accept_x`: x, x_new and the move from xe vanish outside S.
+        dx, t_new = _restart(dxe, v - x_S, v, t_new)
         self.x_prev, self.x = x, x_new
         self.X_prev, self.X = self.X, X_new
         self._nz_prev, self._nz = (x, nz), (x_new, S[v != 0])
@@ -1303,6 +1295,18 @@ def _extrapolate(cur: np.ndarray, prev: np.ndarray, beta: float) -> np.ndarray:
     o *= np.float32(-beta)
     o += c
     return prev
+
+
+def _restart(
+    dxe: np.ndarray, d: np.ndarray, x_new: np.ndarray, t_new: float
+) -> tuple[float, float]:
+    """The activation step's relative change ``|d| / |x_new|`` and the momentum
+    counter, reset to 1 when the step ``d`` turned against the proximal move
+    ``dxe``: gradient-based adaptive restart (O'Donoghue & Candes), which keeps
+    momentum from overshooting in this non-convex landscape."""
+    if _dot(dxe, d) < 0:
+        t_new = 1.0
+    return math.sqrt(_dot(d, d)) / (math.sqrt(_dot(x_new, x_new)) + 1e-12), t_new
 
 
 def _cached_nonzero(cache: tuple[np.ndarray, np.ndarray] | None, arr: np.ndarray) -> np.ndarray:
