@@ -510,3 +510,34 @@ def test_circular_settle_sparse_step_is_the_dense_step(monkeypatch):
     assert sum(taken) >= 20
     np.testing.assert_allclose(settled[0], settled[1], atol=1e-5 * np.abs(settled[1]).max())
     assert np.count_nonzero(settled[1]) > 20
+
+
+@pytest.mark.parametrize(
+    ("shape", "n_motifs", "nan_fraction"),
+    [
+        ((20, 400), 1, 0.0),  # issue 17 item 4: a short side between k and 2k
+        ((400, 20), 1, 0.0),
+        ((13, 600), 1, 0.0),  # short side k + 1: the crop's circular grid
+        ((16, 500), 1, 0.05),  # missing pixels: the windowed settle and polish
+        ((30, 600), 2, 0.0),
+        ((20, 800), 2, 0.05),
+    ],
+)
+def test_narrow_strips_solve_and_recover(shape, n_motifs, nan_fraction):
+    # A strip's discovery crop is narrower than the lifted motif (about 2k):
+    # it used to crash on the circular crop model. Every stage of the path
+    # (discovery, settle, polish, warm start) must run and recover the motif.
+    d = make_synthetic(shape, 12, n_motifs, noise=0.02, nan_fraction=nan_fraction, seed=0)
+    res = napari_sasd.solve(d.image, 12, n_motifs)
+    assert res.reconstruction.shape == shape
+    assert match_motifs(res.kernels, d.kernels)[0].min() >= 0.97
+    warm = napari_sasd.solve(d.image, 12, n_motifs, init_kernels=res.kernels)
+    assert match_motifs(warm.kernels, d.kernels)[0].min() >= 0.97
+
+
+def test_narrow_strip_of_noise_solves():
+    # The issue's reproduction: no structure at all, only no crash.
+    rng = np.random.default_rng(0)
+    for shape in [(20, 400), (12, 300), (400, 23)]:
+        res = napari_sasd.solve(rng.random(shape), 12, 1)
+        assert res.kernels.shape == (1, 12, 12) and np.isfinite(res.kernels).all()

@@ -932,8 +932,13 @@ class _Solver:
         # a third of the transforms. Its grid is the crop zero-padded to fast
         # FFT lengths (the crop itself unchanged: rounding its side instead
         # changed which copies it holds, and lost a motif at 1024^2, seed 0).
-        periodic = circular or (omega is None and y.shape[1:] != self.y.shape[1:])
         shape0 = y.shape[1:]
+        # A narrow crop (a strip of an image) is fitted with the exact windowed
+        # model: the lifted motif (about 2k) must fit on the circular grid, and
+        # on a grid hardly larger than the motif its wrapped copies would
+        # overlap themselves (a 20 x 128 crop with k = 12 crashed here).
+        wide = min(shape0) >= 2 * max(self._lift())
+        periodic = circular or (omega is None and shape0 != self.y.shape[1:] and wide)
         if periodic:
             grid = tuple(fft.next_fast_len(int(v), real=True) for v in shape0)
             y = np.pad(y, [(0, 0)] + [(0, g - v) for g, v in zip(grid, shape0, strict=True)])
