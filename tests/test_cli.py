@@ -221,3 +221,21 @@ def test_corrupt_tiff_says_so_without_a_log_line(tmp_path, caplog):
         read_image(p)
     assert str(e.value).startswith(f"{p}: cannot read") and "corrupt" in str(e.value)
     assert not [r for r in caplog.records if r.name == "tifffile"]
+
+
+def test_a_solve_that_finds_nothing_gives_a_bundle_napari_opens(tmp_path, capsys):
+    # Issue 17: 'defects 0+0' was written, but napari could not open the bundle.
+    napari = pytest.importorskip("napari")
+    from napari.layers import Layer
+
+    from napari_sasd.reader import read_bundle_layers
+
+    img = tmp_path / "t.tif"
+    tifffile.imwrite(img, make_synthetic((64, 64), 8, 1, seed=0).image.astype(np.float32))
+    rc = main(["solve", str(img), *FAST, "--lam", "1e6", "--out", str(tmp_path / "zero")])
+    cap = capsys.readouterr()
+    assert rc == 0 and "defects 0+0," in cap.out, cap.err
+    layers = [Layer.create(*t) for t in read_bundle_layers(tmp_path / "zero" / "t.sasd")]
+    pts = layers[-1]
+    assert isinstance(pts, napari.layers.Points) and len(pts.data) == 0
+    assert list(pts.features.columns) == ["motif", "amplitude"]

@@ -207,3 +207,33 @@ def test_defects_metadata_records_both_thresholds():
     meta = next(kw["metadata"]["napari_sasd"] for _, kw, t in tuples if t == "points")
     assert meta["threshold_relative"] == 0.3
     assert meta["threshold"] == pytest.approx(0.3 * float(res.activations.max()))
+
+
+def _no_defects():
+    from napari_sasd.peaks import Defects
+
+    return Defects(np.zeros((0, 2)), np.zeros(0, int), np.zeros(0))
+
+
+def test_zero_defects_make_an_empty_points_layer_with_its_columns():
+    # A result with no copy (a large lambda) is a result: an empty points
+    # layer whose features still have the motif and amplitude columns.
+    viewer = ViewerModel()
+    viewer.add_image(np.zeros((80, 80)), name="img")
+    res = _result(n=2)
+    tuples = result_layer_data(res, _no_defects(), source="img", region=(0, 0, 40, 50))
+    shown = apply_layer_data(viewer, tuples)
+    pts = shown[-1]
+    assert pts.name == "img defects" and len(pts.data) == 0
+    assert list(pts.features.columns) == ["motif", "amplitude"]
+    assert pts.metadata[META_KEY]["counts"] == [0, 0]
+
+    # A re-run that finds copies updates the same layer, and back to none.
+    tuples2, d = _tuples(res, run_id="b", region=(0, 0, 40, 50))
+    again = apply_layer_data(viewer, tuples2, result_layers(viewer, "img"))
+    assert again[-1] is pts and len(pts.data) == len(d) > 0
+    np.testing.assert_allclose(pts.face_color, motif_rgba(pts.features["motif"].to_numpy()))
+    tuples3 = result_layer_data(res, _no_defects(), source="img", region=(0, 0, 40, 50))
+    last = apply_layer_data(viewer, tuples3, result_layers(viewer, "img"))
+    assert last[-1] is pts and len(pts.data) == 0 and len(pts.features) == 0
+    assert list(pts.features.columns) == ["motif", "amplitude"]

@@ -260,3 +260,23 @@ def test_write_bundle_refuses_layers_of_two_runs(tmp_path):
     assert "\n" not in str(e.value) and not (tmp_path / "mixed.sasd").exists()
     # One run's layers alone are fine.
     assert write_bundle(str(tmp_path / "one"), layers[: len(layers) // 2])
+
+
+@pytest.mark.parametrize("csv_text", [None, "", "motif,amplitude,row,col,y,x\n"])
+def test_bundle_without_defects_opens_as_an_empty_points_layer(tmp_path, csv_text):
+    # No copy found (e.g. a large lambda), or a defects.csv emptied or cut to
+    # its header by hand: still a result, shown as an empty points layer.
+    from napari_sasd.peaks import Defects
+
+    res = truth_result()
+    none = Defects(np.zeros((0, 2)), np.zeros(0, int), np.zeros(0))
+    path = save_bundle(tmp_path / "zero", res, defects=none)
+    if csv_text is not None:
+        (path / "defects.csv").write_text(csv_text, encoding="utf-8")
+    layers = _layers(get_reader(str(path))(str(path)))
+    pts = layers[-1]
+    assert pts.metadata["napari_sasd"]["role"] == "defects" and len(pts.data) == 0
+    assert list(pts.features.columns) == ["motif", "amplitude"]
+    # And written back from those layers: a bundle with no defects again.
+    out = write_bundle(str(tmp_path / "again"), [ly.as_layer_data_tuple() for ly in layers])
+    assert len(load_bundle(out[0]).defects) == 0

@@ -577,3 +577,70 @@ def test_results_napari_refuses_leave_viewer_unchanged(
     assert _names(viewer) == before
     assert widget.result is None
     assert "Failed" in widget._status.value
+
+
+def test_rerun_that_finds_nothing_replaces_the_results(
+    viewer_widget, run_and_wait, small_image, shown_errors, tmp_path
+):
+    # A re-run that finds no copy (plain noise, a large lambda): its empty
+    # results replace the previous run's, rather than failing and leaving
+    # those on screen.
+    viewer, widget = viewer_widget
+    img = viewer.add_image(small_image.image, name="img")
+    _setup(widget, max_iter=40)
+    assert run_and_wait(widget) == "done"
+    pts = viewer.layers["img defects"]
+    assert len(pts.data) > 0
+    # The threshold in image units is this run's (there was no earlier one).
+    meta = pts.metadata[META_KEY]
+    top = float(widget.result.activations.max())
+    assert meta["threshold"] == pytest.approx(meta["threshold_relative"] * top)
+    first_run = meta["run_id"]
+    names = _names(viewer)
+
+    img.data = np.random.default_rng(0).standard_normal(img.data.shape)
+    widget._auto_lam.value = False
+    widget._lam.value = widget._lam.max
+    assert run_and_wait(widget) == "done"
+    assert not shown_errors, shown_errors
+    assert _names(viewer) == names
+    assert viewer.layers["img defects"] is pts and len(pts.data) == 0
+    assert list(pts.features.columns) == ["motif", "amplitude"]
+    meta = pts.metadata[META_KEY]
+    assert meta["run_id"] != first_run and meta["counts"] == [0, 0]
+    assert widget.result.lam == pytest.approx(widget._lam.max)
+    np.testing.assert_array_equal(viewer.layers["img activation 1"].data, 0)
+    # Moving the threshold over an empty result keeps the empty layer working.
+    widget._threshold.value = 0.5
+    assert len(pts.data) == 0
+    # Saved, it opens again as an empty points layer.
+    out = widget._on_save(path=str(tmp_path / "none.sasd"))
+    assert out is not None and not shown_errors, shown_errors
+    opened = viewer.open(out, plugin="napari-sasd")
+    empty = next(layer for layer in opened if layer.metadata[META_KEY]["role"] == "defects")
+    assert len(empty.data) == 0 and list(empty.features.columns) == ["motif", "amplitude"]
+
+
+def test_cancelled_rerun_leaves_the_previous_results_as_they_were(
+    viewer_widget, run_and_wait, qtbot, small_image
+):
+    viewer, widget = viewer_widget
+    viewer.add_image(small_image.image, name="img")
+    _setup(widget, max_iter=40)
+    assert run_and_wait(widget) == "done"
+    before = [(layer, np.array(layer.data, copy=True)) for layer in viewer.layers]
+    metas = [dict(layer.metadata.get(META_KEY) or {}) for layer in viewer.layers]
+    result = widget.result
+    widget._max_iter.value = 100_000
+    widget._auto_lam.value = False
+    widget._lam.value = widget.result.lam * 2  # no warm-start shortcut to the end
+    assert widget.run()
+    qtbot.waitUntil(lambda: widget.runner.last_progress is not None, timeout=20_000)
+    with qtbot.waitSignal(widget.run_finished, timeout=5_000) as blocker:
+        widget.cancel()
+    assert blocker.args == ["cancelled"]
+    assert [layer for layer in viewer.layers] == [lay for lay, _ in before]
+    for (layer, data), meta in zip(before, metas, strict=True):
+        np.testing.assert_array_equal(layer.data, data)
+        assert dict(layer.metadata.get(META_KEY) or {}) == meta
+    assert widget.result is result

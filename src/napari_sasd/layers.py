@@ -212,7 +212,7 @@ def defects_layer_data(
         "translate": tuple(translate),
         # features before face_color: the colours are per point.
         "features": {"motif": motif, "amplitude": np.asarray(defects.amplitude, float)},
-        "face_color": motif_rgba(motif).reshape(n, 4),
+        "face_color": _face_colors(motif),
         "symbol": "ring",
         "size": max(4.0, 0.6 * max(kh, kw)),
         "border_width": 0.0,
@@ -220,6 +220,12 @@ def defects_layer_data(
         **_plane_kwargs(plane),
     }
     return pos, kwargs, "points"
+
+
+def _face_colors(motif: np.ndarray) -> np.ndarray | str:
+    # One colour per point; with no point, one colour for the layer: napari
+    # takes the min/max of a per-point colour array, which fails when empty.
+    return motif_rgba(motif).reshape(-1, 4) if len(motif) else motif_color(0)
 
 
 def _plane_kwargs(plane: dict[str, Any] | None) -> dict[str, Any]:

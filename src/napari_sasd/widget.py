@@ -694,7 +694,7 @@ class SasdWidget(QWidget):
             with_reconstruction=bool(self._recon.value),
             run_id=ctx.run_id,
             plane=plane_transform(layer),
-            **self._thresholds(),
+            **self._thresholds(result),
         )
         # Replace only the layers of this source's previous run in this widget,
         # found by run id: a renamed source still finds them, and result layers
@@ -763,14 +763,16 @@ class SasdWidget(QWidget):
         defects = defects or self.current_defects()
         self.gallery.set_motifs(self.result.kernels, defects.counts(self.result.n_motifs))
 
-    def _thresholds(self) -> dict[str, Any]:
+    def _thresholds(self, result: SolveResult | None = None) -> dict[str, Any]:
         # The slider is relative; the bundle and the metadata also want image
-        # units: one value, or one per motif.
+        # units: one value, or one per motif. ``result``: the run being shown
+        # (not yet ``self.result``), else the last one.
         rel = float(self._threshold.value)
         per = bool(self._per_motif.value)
         out: dict[str, Any] = {"threshold": None, "threshold_relative": rel}
-        if self.result is not None:
-            thr = motif_thresholds(self.result.activations, rel, relative=True, per_motif=per)
+        result = result if result is not None else self.result
+        if result is not None:
+            thr = motif_thresholds(result.activations, rel, relative=True, per_motif=per)
             out["threshold"] = thr.tolist() if per else float(thr[0]) if len(thr) else 0.0
         return out
 

@@ -89,7 +89,9 @@ def write_bundle(path: str, layer_data: list[tuple[Any, dict, str]]) -> list[str
                 "plane", plane_from(meta.get("rotate"), meta.get("shear"), meta.get("affine"))
             )
         elif role == "defects" and kind == "points":
-            pos = np.asarray(data, float).reshape(len(data), -1)[:, -2:]
+            pos = np.asarray(data, float)
+            # (N, D) points, N may be 0 (no defect found); the last two axes.
+            pos = (pos if pos.ndim == 2 else pos.reshape(-1, 2))[:, -2:]
             try:
                 motif, amp = _features(meta, len(pos))
             except (KeyError, ValueError) as exc:
