@@ -76,12 +76,21 @@ def find_defects(
     Returns
     -------
     Defects
+        Empty (with its columns) when nothing passes the threshold, or for
+        ``(0, H, W)`` maps.
+
+    Raises
+    ------
+    ValueError
+        Maps that are not ``(N, H, W)`` or hold NaN/inf, a NaN threshold.
     """
     acts = np.asarray(activations)
     if acts.ndim != 3:
         raise ValueError(f"activations must be (n_motifs, H, W), got shape {acts.shape}")
+    _check_finite(acts)
     thr = motif_thresholds(acts, threshold, relative=relative, per_motif=per_motif)
-    pos, mot, amp = [], [], []
+    # Seeded with an empty table: no motif (0, H, W) is no defect.
+    pos, mot, amp = [np.zeros((0, 2))], [np.zeros(0, int)], [np.zeros(0)]
     for n, x in enumerate(acts):
         # skimage's peak_local_max: plateau handling and min_distance done right.
         p = peak_local_max(
@@ -117,6 +126,22 @@ def motif_thresholds(
         raise ValueError(
             f"threshold: one value or one per motif ({len(acts)}), got {threshold!r}"
         ) from None
+    if np.isnan(thr).any():
+        # NaN compares false with everything: it would silently find nothing.
+        raise ValueError(f"threshold must be a number, got {threshold!r}")
     if relative:
+        _check_finite(acts)
         thr *= [float(m.max(initial=0.0)) for m in maps]
     return thr
+
+
+def _check_finite(acts: np.ndarray) -> None:
+    # One inf would make every relative or default threshold inf (no defect
+    # for any motif), a NaN none: say which map is broken instead.
+    bad = ~np.isfinite(acts).reshape(len(acts), -1).all(axis=1) if acts.size else []
+    if np.any(bad):
+        n = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"activation map of motif {n + 1} contains NaN or inf; the activations of a "
+            "solve are finite: was the map edited or read from a damaged file?"
+        )

@@ -51,6 +51,69 @@ def _kernel_pair(kernel_size: object) -> tuple[int, int]:
     return out[0], out[1]
 
 
+#: Spread of the image values (their standard deviation) the solver accepts:
+#: activations and reconstruction are float32 in image units, so a spread
+#: far outside float32's range (about 1e-38 to 3e38) would underflow to
+#: zero or overflow to inf; the margin leaves room for the activations'
+#: dynamic range.
+_SCALE_RANGE = (1e-30, 1e30)
+#: Bytes of memory the solver needs per activation-map pixel at least (the
+#: map, its extrapolated and previous iterates and the gradient, float32).
+_BYTES_PER_MAP_PIXEL = 16
+
+
+def _check_motif_count(n: int, shape: tuple[int, int], k: tuple[int, int]) -> None:
+    # Refuse an impossible motif count before any allocation: more motifs than
+    # motif-sized tiles fit in the image cannot each have copies, and a count
+    # whose activation maps alone exceed the machine's memory would end in a
+    # bare MemoryError after minutes.
+    H, W = shape
+    kh, kw = k
+    tiles = (H * W) // (kh * kw)
+    if n > tiles:
+        raise ValueError(
+            f"n_motifs={n} is more than the {tiles} motifs of {kh}x{kw} pixels that fit in the "
+            f"{H}x{W} image; use fewer motifs (typically 1-8)"
+        )
+    need = _BYTES_PER_MAP_PIXEL * n * (H + kh - 1) * (W + kw - 1)
+    total = _physical_memory()
+    if total is not None and need > total:
+        raise ValueError(
+            f"n_motifs={n} on a {H}x{W} image needs at least {need / 2**30:.1f} GiB for the "
+            f"activation maps, more than this machine's {total / 2**30:.1f} GiB; use fewer "
+            "motifs or a smaller region"
+        )
+
+
+def _physical_memory() -> int | None:
+    import os
+
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):  # not on this platform
+        return None
+
+
+def _rescaled(
+    data: np.ndarray, observed: np.ndarray, n_obs: int
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Offset, normalised data ``(data - offset) / scale`` and scale, computed
+    in units of the largest value, so that neither the differences nor their
+    squares overflow or underflow."""
+    top = float(np.max(np.abs(data[observed])))
+    if top == 0 or not np.isfinite(top):
+        raise ValueError("the image is constant over its observed pixels: there is nothing to fit")
+    unit = data / top
+    offset = np.array([np.median(unit[c][observed[c]]) for c in range(len(unit))])
+    cent = np.where(observed, unit - offset[:, None, None], 0.0)
+    s = float(np.sqrt(np.sum(cent**2) / n_obs))
+    if s == 0:
+        raise ValueError("the image is constant over its observed pixels: there is nothing to fit")
+    with np.errstate(over="ignore"):
+        # In image units; may overflow to inf, which the range check refuses.
+        return offset * top, cent * (1.0 / s), s * top
+
+
 def prepare(
     image: object,
     kernel_size: object,
@@ -111,6 +174,7 @@ def prepare(
         raise TypeError(f"n_motifs must be an int, got {n_motifs!r}")
     if n_motifs < 1:
         raise ValueError(f"n_motifs must be at least 1, got {n_motifs}")
+    _check_motif_count(int(n_motifs), (H, W), (kh, kw))
     if lam is not None:
         if isinstance(lam, bool) or not isinstance(lam, int | float | np.number):
             raise TypeError(f"lam must be a positive number or None (automatic), got {lam!r}")
@@ -146,17 +210,34 @@ def prepare(
             raise ValueError(f"init_kernels has shape {init.shape}, expected {want}")
         if not np.all(np.isfinite(init)):
             raise ValueError("init_kernels contains NaN or inf")
+        zero = np.flatnonzero(~np.any(init.reshape(len(init), -1) != 0, axis=1))
+        if zero.size:
+            # A motif is defined up to its norm: an all-zero one has no direction.
+            raise ValueError(
+                f"init_kernels motif {int(zero[0]) + 1} is all zeros; give non-zero motifs "
+                "(e.g. a previous result's kernels) or no init_kernels"
+            )
         init = init.reshape(n_motifs, C, kh, kw)
 
     data = stack.astype(np.float64)
     # Robust offset (median per channel) and one global scale (std over all
     # channels, so the motifs' channel weights keep their physical ratio).
     offset = np.array([np.median(data[c][observed[c]]) for c in range(C)])
-    cent = np.where(observed, data - offset[:, None, None], 0.0)
-    scale = float(np.sqrt(np.sum(cent**2) / n_obs))
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        cent = np.where(observed, data - offset[:, None, None], 0.0)
+        scale = float(np.sqrt(np.sum(cent**2) / n_obs))
+    y = None
     if not np.isfinite(scale) or scale == 0:
-        raise ValueError("the image is constant over its observed pixels: there is nothing to fit")
-    y = (cent / scale).astype(np.float32)
+        # Overflow or underflow (values near the float range's ends), or a
+        # truly constant image: tell them apart in units of the largest value.
+        offset, y, scale = _rescaled(data, observed, n_obs)
+    if not _SCALE_RANGE[0] <= scale <= _SCALE_RANGE[1]:
+        raise ValueError(
+            f"the image's values vary by about {scale:.3g}, outside what the solver can "
+            f"represent ({_SCALE_RANGE[0]:g} to {_SCALE_RANGE[1]:g}; results are float32): "
+            "multiply the image by a constant first (e.g. express heights in nm, not m)"
+        )
+    y = (cent / scale if y is None else y).astype(np.float32)
     omega = None if observed.all() else observed.astype(np.float32)
     return Problem(
         y=y,
