@@ -239,3 +239,32 @@ def test_a_solve_that_finds_nothing_gives_a_bundle_napari_opens(tmp_path, capsys
     pts = layers[-1]
     assert isinstance(pts, napari.layers.Points) and len(pts.data) == 0
     assert list(pts.features.columns) == ["motif", "amplitude"]
+
+
+def test_partial_3ds_grid_solves_and_says_so(tmp_path, capsys):
+    """A grid stopped early (the file ends inside a point's record) solves on
+    its measured points; the summary says how many; the record keeps the
+    bias axis (volts) and the measured count."""
+    from test_nanonis import write_3ds
+
+    d = make_synthetic((48, 48), 8, 1, n_channels=3, noise=0.01, seed=2).image.astype("f4")
+    p = tmp_path / "g.3ds"
+    write_3ds(p, {"LI Demod 1 X (A)": d}, sweep=(-0.2, 0.2))
+    raw = p.read_bytes()
+    head = raw.index(b":HEADER_END:") + len(b":HEADER_END:\r\n")
+    rec = (5 + 3) * 4
+    p.write_bytes(raw[: head + 30 * 48 * rec + 10])  # 30 of 48 rows, and 10 bytes more
+    out = tmp_path / "o"
+    fast = ["-k", "8", "-n", "1", "--max-iter", "20", "--progress", "never", "--out", str(out)]
+    assert main(["solve", str(p), *fast]) == 0
+    assert "(1440 of 2304 points measured; the others are NaN)" in capsys.readouterr().out
+    b = load_bundle(out / "g.sasd")
+    assert b.record["measured_points"] == [1440, 2304]
+    sw = b.record["sweep"]
+    assert (sw["label"], sw["unit"], sw["uniform"]) == ("Bias", "V", True)
+    np.testing.assert_allclose(sw["values"], [-0.2, 0.0, 0.2], atol=1e-7)
+    assert b.record["scale"][0] == pytest.approx(0.2, rel=1e-6)
+    assert b.record["translate"][0] == pytest.approx(-0.2, rel=1e-6)
+    assert np.isfinite(b.kernels).all() and np.isfinite(b.activations).all()
+    # Defects are found only in the measured (bottom) 30 rows.
+    assert len(b.defects.positions) and (b.defects.positions[:, 0] >= 18 - 8).all()

@@ -2,6 +2,7 @@
 small files generated here (a .3ds grid, 'up'/'down' .sxm, corrupt files)."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -214,15 +215,114 @@ def test_3ds_round_trip(tmp_path, bottom_up):
     assert g.parameters["Y (m)"][0, 0] > g.parameters["Y (m)"][-1, 0]  # row 0 on top
 
 
-def test_3ds_truncated_and_bad_header(tmp_path):
-    p = tmp_path / "g.3ds"
-    write_3ds(p, {"I (A)": np.zeros((4, 3, 3), np.float32)})
+def _grid_file(tmp_path, ny=4, nx=5, n_pts=6, name="g.3ds"):
+    rng = np.random.default_rng(1)
+    cube = {
+        "Current (A)": rng.normal(size=(n_pts, ny, nx)).astype(np.float32),
+        "LIX 1 omega (A)": rng.normal(size=(n_pts, ny, nx)).astype(np.float32),
+    }
+    p = tmp_path / name
+    write_3ds(p, cube)
     good = p.read_bytes()
-    p.write_bytes(good[:-4])
-    with pytest.raises(NanonisError) as e:
-        read_3ds(p)
-    assert "truncated" in _one_line(e, p)
-    p.write_bytes(good.replace(b'Grid dim="3 x 3"', b'Grid dim="three"'))
+    head = good.index(b":HEADER_END:") + len(b":HEADER_END:\r\n")
+    rec = (5 + 2 * n_pts) * 4  # 5 parameters + 2 channels x n_pts, float32
+    return SimpleNamespace(p=p, cube=cube, good=good, head=head, rec=rec)
+
+
+@pytest.mark.parametrize("n_points, extra", [(1, 0), (7, 0), (7, 13), (12, 4), (19, 45)])
+def test_3ds_partial_grid(tmp_path, n_points, extra):
+    """A grid stopped early: the file ends after ``n_points`` whole records
+    (plus ``extra`` bytes of the next one). Those points come back, in their
+    places (Nanonis records bottom-up), NaN elsewhere, with a warning."""
+    ny, nx = 4, 5
+    f = _grid_file(tmp_path, ny, nx)
+    p, cube, good, head, rec = f.p, f.cube, f.good, f.head, f.rec
+    p.write_bytes(good[: head + n_points * rec + extra])
+    with pytest.warns(UserWarning, match=f"{n_points} of {ny * nx} points measured") as w:
+        g = read_3ds(p)
+    assert str(p) in str(w[0].message)
+    stored = np.zeros(ny * nx, bool)
+    stored[:n_points] = True  # storage order: bottom row first, left to right
+    expect = stored.reshape(ny, nx)[::-1]
+    np.testing.assert_array_equal(g.measured, expect)
+    assert g.n_measured == n_points
+    for k, v in cube.items():
+        got = g.channels[k]
+        assert got.shape == v.shape
+        np.testing.assert_array_equal(got[:, expect], v[:, expect])
+        assert np.isnan(got[:, ~expect]).all()
+    assert np.isnan(g.parameters["X (m)"][~expect]).all()
+    np.testing.assert_allclose(g.sweep, np.linspace(-0.1, 0.1, 6), atol=1e-7)
+
+
+def test_3ds_nan_padded_grid(tmp_path):
+    """Some Nanonis versions write the unmeasured points as NaN records."""
+    f = _grid_file(tmp_path)
+    p, good, head = f.p, f.good, f.head
+    arr = np.frombuffer(good[head:], ">f4").copy().reshape(20, -1)
+    arr[9:, 5:] = np.nan
+    p.write_bytes(good[:head] + arr.tobytes())
+    with pytest.warns(UserWarning, match="9 of 20 points measured"):
+        g = read_3ds(p)
+    assert g.n_measured == 9
+
+
+def test_3ds_complete_grid_no_warning(tmp_path, recwarn):
+    f = _grid_file(tmp_path)
+    p, good = f.p, f.good
+    g = read_3ds(p)
+    assert g.measured.all() and g.n_measured == 20
+    assert not [w for w in recwarn if "measured" in str(w.message)]
+    p.write_bytes(good + b"\0" * 7)  # trailing bytes past the grid are ignored
+    assert read_3ds(p).n_measured == 20
+
+
+def test_3ds_descending_sweep_is_reversed(tmp_path):
+    cube = {"I (A)": np.arange(4 * 2 * 3, dtype=np.float32).reshape(4, 2, 3)}
+    p = tmp_path / "d.3ds"
+    write_3ds(p, cube, sweep=(0.3, -0.3))
+    g = read_3ds(p)
+    np.testing.assert_allclose(g.sweep, np.linspace(-0.3, 0.3, 4), atol=1e-7)
+    np.testing.assert_array_equal(g.channels["I (A)"], cube["I (A)"][::-1])
+    assert (g.sweep_label, g.sweep_unit) == ("Bias", "V")
+
+
+def test_sweep_axis():
+    from napari_sasd.nanonis import sweep_axis
+
+    assert sweep_axis(np.linspace(-0.1, 0.1, 11)) == pytest.approx((-0.1, 0.02))
+    assert sweep_axis([0.0, 0.1, 0.3]) is None  # non-uniform
+    assert sweep_axis([0.2, 0.1, 0.0]) is None  # descending
+    assert sweep_axis([1.0]) is None
+
+
+def test_3ds_cut_at_several_places(tmp_path):
+    """Cuts inside the header, right after it, inside the first record: clear
+    one-line errors; anywhere later: a partial grid."""
+    f = _grid_file(tmp_path)
+    p, good, head, rec = f.p, f.good, f.head, f.rec
+    tag = good.index(b":HEADER_END:")
+    for cut, what in [
+        (0, "empty file"),
+        (40, "not a Nanonis file"),
+        (tag + 5, "not a Nanonis file"),
+        (head, "no measured point"),
+        (head + rec - 1, "no measured point"),
+    ]:
+        p.write_bytes(good[:cut])
+        with pytest.raises(NanonisError) as e:
+            read_3ds(p)
+        assert what in _one_line(e, p), cut
+    for cut in (head + rec, head + 3 * rec + 2, len(good) - 1):
+        p.write_bytes(good[:cut])
+        with pytest.warns(UserWarning, match="points measured"):
+            assert 0 < read_3ds(p).n_measured < 20
+
+
+def test_3ds_bad_header(tmp_path):
+    f = _grid_file(tmp_path)
+    p, good = f.p, f.good
+    p.write_bytes(good.replace(b'Grid dim="5 x 4"', b'Grid dim="three"'))
     with pytest.raises(NanonisError) as e:
         read_3ds(p)
     assert "Grid dim" in _one_line(e, p)
@@ -230,3 +330,112 @@ def test_3ds_truncated_and_bad_header(tmp_path):
     with pytest.raises(NanonisError) as e:
         read_3ds(p)
     assert "not a Nanonis file" in _one_line(e, p)
+    # An absurd declared grid is refused before anything is allocated.
+    p.write_bytes(good.replace(b'Grid dim="5 x 4"', b'Grid dim="99999 x 99999"'))
+    with pytest.raises(NanonisError) as e:
+        read_3ds(p)
+    assert "more than this reader handles" in _one_line(e, p)
+
+
+# ----------------------------------------- huge files, fuzzing (issue 17)
+def _peak_mib(fn):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak / 2**20
+
+
+@pytest.mark.parametrize("suffix", [".sxm", ".3ds"])
+def test_huge_file_of_zeros_is_not_read(tmp_path, suffix):
+    """A 3 GB file of zeros (sparse here) fails on its header, reading ~1 MB."""
+    p = tmp_path / f"zeros{suffix}"
+    with open(p, "wb") as f:
+        f.truncate(3 << 30)
+    reader = read_sxm if suffix == ".sxm" else read_3ds
+
+    def go():
+        with pytest.raises(NanonisError) as e:
+            reader(p)
+        assert "not a Nanonis file" in _one_line(e, p)
+
+    assert _peak_mib(go) < 16
+
+
+def test_sxm_header_declaring_more_than_the_file(tmp_path):
+    """Declared sizes are checked against the file size before reading data."""
+    p = tmp_path / "big.sxm"
+    write_sxm(p, {"Z": (np.zeros((4, 6)), np.zeros((4, 6)))})
+    raw = p.read_bytes().replace(b"       6       4", b"   60000   60000")
+    p.write_bytes(raw)
+
+    def go():
+        with pytest.raises(NanonisError) as e:
+            read_sxm(p)
+        assert "truncated" in _one_line(e, p)
+
+    assert _peak_mib(go) < 16
+
+
+def test_sxm_reads_only_the_frames_asked_for(tmp_path):
+    f = np.arange(24, dtype=np.float32).reshape(4, 6)
+    p = tmp_path / "s.sxm"
+    write_sxm(p, {"Z": (f, f + 1), "Current": (f + 2, f + 3)})
+    s = read_sxm(p, channels=["Current (bwd)"])
+    assert list(s.images) == ["Current (bwd)"]
+    np.testing.assert_array_equal(s.images["Current (bwd)"], f + 3)
+    assert s.frames == ["Z (fwd)", "Z (bwd)", "Current (fwd)", "Current (bwd)"]
+
+
+def _fuzz(p: Path, good: bytes, reader, rng, n_cuts=25, n_flips=60):
+    """Truncations and byte flips of ``good``: every outcome is a result or a
+    one-line NanonisError naming the file, with bounded memory."""
+    import warnings
+
+    head_end = good.find(b":SCANIT_END:") if p.suffix == ".sxm" else good.find(b":HEADER_END:")
+    cuts = sorted(set(rng.integers(0, len(good), n_cuts).tolist()) | {0, 1, head_end})
+    variants = [good[:c] for c in cuts]
+    for _ in range(n_flips):
+        b = bytearray(good)
+        # half the flips in the header, where they change what gets parsed
+        hi = head_end + 20 if rng.random() < 0.5 else len(good)
+        for i in rng.integers(0, hi, rng.integers(1, 4)):
+            b[i] = int(rng.integers(0, 256))
+        variants.append(bytes(b))
+    outcomes = {"ok": 0, "error": 0}
+    peak = 0.0
+    for v in variants:
+        p.write_bytes(v)
+
+        def go():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    reader(p)
+                    outcomes["ok"] += 1
+                except NanonisError as e:
+                    msg = str(e)
+                    assert "\n" not in msg and msg.startswith(f"{p}: "), msg
+                    outcomes["error"] += 1
+
+        peak = max(peak, _peak_mib(go))
+    # Each variant at most a few times the file (the data, NaN padding, copies).
+    assert peak < 16 + 6 * len(good) / 2**20, peak
+    return outcomes
+
+
+@needs_fese
+def test_fuzz_real_sxm(tmp_path):
+    out = _fuzz(tmp_path / "f.sxm", FESE.read_bytes(), read_sxm, np.random.default_rng(7))
+    assert out["ok"] and out["error"]  # both kinds of outcome were exercised
+
+
+def test_fuzz_generated_3ds(tmp_path):
+    f = _grid_file(tmp_path, ny=8, nx=9, n_pts=16, name="f.3ds")
+    p, good = f.p, f.good
+    out = _fuzz(p, good, read_3ds, np.random.default_rng(8))
+    assert out["ok"] and out["error"]

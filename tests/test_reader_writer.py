@@ -60,7 +60,22 @@ def test_read_generated_sxm_and_3ds(tmp_path):
     np.testing.assert_array_equal(tuples[0][0], f)
     cube = _layers(tuples)[-1]
     assert cube.data.shape == (9, 5, 7) and cube.metadata["sweep_signal"] == "Bias (V)"
-    np.testing.assert_allclose(cube.scale, (1.0, 20 / 5, 30 / 7))
+    # The bias axis is physical: volts, from -0.1 V in steps of 0.2/8 V.
+    np.testing.assert_allclose(cube.scale, (0.2 / 8, 20 / 5, 30 / 7), rtol=1e-6)
+    np.testing.assert_allclose(cube.translate[0], -0.1, rtol=1e-6)
+    assert str(cube.units[0]) == "volt" and cube.axis_labels[0] == "Bias"
+    assert cube.metadata["sweep_unit"] == "V" and cube.metadata["sweep_uniform"]
+    assert cube.metadata["measured_points"] == [35, 35]
+
+
+def test_sweep_layer_geometry_non_uniform_and_unknown_unit():
+    from napari_sasd.reader import sweep_layer_geometry
+
+    g = sweep_layer_geometry([0.0, 0.1, 0.3, 0.7], "Bias", "V")
+    assert (g["scale"], g["translate"], g["unit"], g["uniform"]) == (1.0, 0.0, "pixel", False)
+    assert g["label"] == "Bias (index)"
+    g = sweep_layer_geometry([0.0, 1.0, 2.0], "Signal", "a.u.")
+    assert g["unit"] == "pixel" and g["label"] == "Signal (a.u.)" and g["scale"] == 1.0
 
 
 def test_corrupt_file_gives_one_line_error(tmp_path):

@@ -9,17 +9,19 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
 from ._version import __version__
 from .imageio import SUPPORTED, expand_inputs
+from .nanonis import PartialGridWarning, sweep_axis, sweep_record
 
 PROG = "napari-sasd"
 
@@ -295,7 +297,11 @@ def solve_file(
     from .peaks import find_defects, motif_thresholds
 
     t0 = time.perf_counter()
-    img = read_image(path, opts.channel)
+    with warnings.catch_warnings(record=True) as caught:
+        # A partial .3ds grid warns; say it in the file's summary line instead.
+        warnings.simplefilter("always", PartialGridWarning)
+        img = read_image(path, opts.channel)
+    notes = [str(w.message) for w in caught if issubclass(w.category, PartialGridWarning)]
     data = img.data
     h, w = data.shape[-2:]
     region = [0, 0, h, w]
@@ -339,8 +345,17 @@ def solve_file(
     thr_rec = thr.tolist() if per else float(thr[0]) if len(thr) else None
     scale = tuple(img.scale)
     translate = tuple(img.translate)
+    extra: dict[str, Any] = {}
     if img.channel_axis is not None:  # the layer convention for a cube: channel axis first
-        scale, translate = (1.0, *scale), (0.0, *translate)
+        sweep = img.metadata.get("sweep")
+        ax = sweep_axis(sweep) if sweep is not None else None
+        scale, translate = (ax[1] if ax else 1.0, *scale), (ax[0] if ax else 0.0, *translate)
+        if sweep is not None:
+            extra["sweep"] = sweep_record(
+                sweep, img.metadata.get("sweep_label", ""), img.metadata.get("sweep_unit", "")
+            )
+    if "measured_points" in img.metadata:
+        extra["measured_points"] = img.metadata["measured_points"]
     out = save_bundle(
         Path(opts.out) / (name or path.stem),
         result,
@@ -359,13 +374,15 @@ def solve_file(
             "units": img.units,
             "space_units": img.metadata.get("space_units", "px"),
             "command": "napari-sasd solve",
+            **extra,
         },
     )
     counts = "+".join(str(c) for c in defects.counts(result.n_motifs))
     secs = time.perf_counter() - t0
+    note = "".join(f" ({m.removeprefix(f'{path}: ')})" for m in notes)
     return (
         f"{path}: {result.n_motifs} motif{'s' * (result.n_motifs != 1)}, defects {counts}, "
-        f"lambda {result.lam:.3g}, {secs:.1f} s -> {out}"
+        f"lambda {result.lam:.3g}, {secs:.1f} s -> {out}{note}"
     )
 
 

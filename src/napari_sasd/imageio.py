@@ -137,10 +137,10 @@ def read_image(path: str | os.PathLike[str], channel: str | None = None) -> Load
     if suffix not in SUPPORTED:
         raise ImageReadError(p, f"unsupported file type {suffix!r} (supported: {SUPPORTED})")
     if suffix == ".sxm":
-        scan = read_sxm(p)
-        names = list(scan.images)
-        default = "Z (fwd)" if "Z (fwd)" in scan.images else names[0]
+        names = read_sxm(p, channels=()).frames  # header only: pick, then read one frame
+        default = "Z (fwd)" if "Z (fwd)" in names else names[0]
         name = _pick(p, names, channel, default)
+        scan = read_sxm(p, channels=[name])
         return LoadedImage(
             data=scan.images[name].astype(np.float64),
             channel_axis=None,
@@ -160,6 +160,7 @@ def read_image(path: str | os.PathLike[str], channel: str | None = None) -> Load
         names = list(grid.channels)
         lockin = [n for n in names if n.upper().startswith(("LI", "LIY", "LIX")) or "dI" in n]
         name = _pick(p, names, channel, lockin[0] if lockin else names[0])
+        data_shape = grid.channels[name].shape
         return LoadedImage(
             data=grid.channels[name].astype(np.float64),
             channel_axis=0,
@@ -171,6 +172,9 @@ def read_image(path: str | os.PathLike[str], channel: str | None = None) -> Load
                 "channels": names,
                 "sweep_signal": grid.sweep_signal,
                 "sweep": grid.sweep.tolist(),
+                "sweep_label": grid.sweep_label,
+                "sweep_unit": grid.sweep_unit,
+                "measured_points": [grid.n_measured, int(np.prod(data_shape[-2:]))],
                 "space_units": "nm",
             },
         )

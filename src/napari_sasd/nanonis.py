@@ -38,12 +38,24 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["Grid", "NanonisError", "SxmScan", "read_3ds", "read_sxm"]
+__all__ = [
+    "Grid",
+    "NanonisError",
+    "PartialGridWarning",
+    "SxmScan",
+    "read_3ds",
+    "read_sxm",
+    "sweep_axis",
+    "sweep_record",
+]
 
 _SXM_END = b":SCANIT_END:"
 _SXM_DATA_TAG = b"\x1a\x04"
@@ -51,6 +63,13 @@ _3DS_END = b":HEADER_END:"
 # A header is a few kB; refuse to scan further than this for the end tag so a
 # huge non-Nanonis file renamed .sxm fails fast instead of being read whole.
 _MAX_HEADER = 1 << 20
+# Largest grid (float32 values, all channels and parameters) read_3ds
+# allocates: 8 GB. A header declaring more is refused before any allocation.
+_MAX_GRID_VALUES = 1 << 31
+
+
+class PartialGridWarning(UserWarning):
+    """A ``.3ds`` grid was stopped before its end: only some points are measured."""
 
 
 class NanonisError(ValueError):
@@ -89,6 +108,8 @@ class SxmScan:
         Scan angle in degrees.
     direction : str
         ``"up"`` or ``"down"``.
+    frames : list of str
+        Every frame in the file, including those not read (see ``channels``).
     """
 
     images: dict[str, np.ndarray]
@@ -99,6 +120,7 @@ class SxmScan:
     offset: tuple[float, float]
     angle: float
     direction: str
+    frames: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -111,8 +133,9 @@ class Grid:
         One ``(n_points, H, W)`` float32 cube per recorded channel (energy or
         sweep axis first), row 0 at the top of the grid.
     sweep : ndarray
-        ``(n_points,)`` sweep-signal values (from the first pixel's
-        ``Sweep Start``/``Sweep End`` fixed parameters, else ``0..n-1``).
+        ``(n_points,)`` sweep-signal values, ascending (from the first
+        measured point's ``Sweep Start``/``Sweep End`` fixed parameters,
+        else ``0..n-1``).
     sweep_signal : str
         Name of the swept signal, e.g. ``"Bias (V)"``.
     parameters : dict of str to ndarray
@@ -123,6 +146,9 @@ class Grid:
         ``(dy, dx)`` in nm per pixel, from ``Grid settings`` (1, 1 if absent).
     angle : float
         Grid angle in degrees.
+    measured : ndarray of bool
+        ``(H, W)``, True where the point was measured (a grid stopped early
+        has NaN spectra elsewhere).
     """
 
     channels: dict[str, np.ndarray]
@@ -132,6 +158,23 @@ class Grid:
     header: dict[str, str] = field(default_factory=dict)
     pixel_size: tuple[float, float] = (1.0, 1.0)
     angle: float = 0.0
+    measured: np.ndarray | None = None
+
+    @property
+    def n_measured(self) -> int:
+        """How many grid points were measured."""
+        h, w = next(iter(self.channels.values())).shape[-2:]
+        return h * w if self.measured is None else int(self.measured.sum())
+
+    @property
+    def sweep_label(self) -> str:
+        """The swept signal without its unit, e.g. ``"Bias"``."""
+        return split_unit(self.sweep_signal)[0] or "sweep"
+
+    @property
+    def sweep_unit(self) -> str:
+        """The sweep's unit, e.g. ``"V"`` (empty when unknown)."""
+        return split_unit(self.sweep_signal)[1]
 
 
 def split_unit(name: str) -> tuple[str, str]:
@@ -140,17 +183,41 @@ def split_unit(name: str) -> tuple[str, str]:
     return (m.group(1), m.group(2)) if m else (name.strip(), "")
 
 
-def _read_head(path: Path, end_tag: bytes) -> tuple[bytes, bytes]:
-    """Return (header bytes up to the end tag, everything after the tag line)."""
+def _read_head(path: Path, end_tag: bytes) -> tuple[bytes, bytes, int]:
+    """Return (header bytes before the end tag, up to 64 bytes after it, file size).
+
+    Only the first :data:`_MAX_HEADER` bytes are read: the data block is read
+    later, once the header's declared sizes have been checked against the
+    file's size, so a huge file that is not a Nanonis file fails at once.
+    """
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            raw = f.read(_MAX_HEADER + 64)
     except OSError as exc:
         raise NanonisError(path, exc.strerror or str(exc)) from None
     i = raw.find(end_tag, 0, _MAX_HEADER)
     if i < 0:
         what = "empty file" if not raw else f"no {end_tag.decode()} tag"
         raise NanonisError(path, f"not a Nanonis file ({what})")
-    return raw[:i], raw[i + len(end_tag) :]
+    j = i + len(end_tag)
+    return raw[:i], raw[j : j + 64], size
+
+
+def _read_floats(path: Path, offset: int, count: int, dtype: str) -> np.ndarray:
+    """``count`` values of ``dtype`` from byte ``offset``; fewer if the file ends first.
+
+    Reads straight into the returned array (no intermediate bytes copy), so the
+    peak memory is the data asked for, whatever the file's size.
+    """
+    out = np.empty(count, dtype=dtype)
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            got = f.readinto(memoryview(out).cast("B"))
+    except OSError as exc:
+        raise NanonisError(path, exc.strerror or str(exc)) from None
+    return out[: (got or 0) // out.itemsize]
 
 
 def _parse_sxm_header(text: str) -> dict[str, str]:
@@ -183,13 +250,16 @@ def _floats(path: Path, header: dict[str, str], key: str, n: int) -> list[float]
     return vals[:n]
 
 
-def read_sxm(path: str | os.PathLike[str]) -> SxmScan:
+def read_sxm(path: str | os.PathLike[str], channels: Iterable[str] | None = None) -> SxmScan:
     """Read a Nanonis ``.sxm`` scan.
 
     Parameters
     ----------
     path : str or PathLike
         The ``.sxm`` file.
+    channels : iterable of str, optional
+        Frame names (``"Z (fwd)"``...) to read; default all. The header is
+        always read whole, the data only for these frames.
 
     Returns
     -------
@@ -204,13 +274,13 @@ def read_sxm(path: str | os.PathLike[str]) -> SxmScan:
         (e.g. not big-endian float32); the message is one line naming the file.
     """
     path = Path(path)
-    head, rest = _read_head(path, _SXM_END)
+    head, after, size = _read_head(path, _SXM_END)
     header = _parse_sxm_header(head.decode("latin-1"))
     # The data starts right after \x1a\x04, which follows the end tag's line(s).
-    j = rest.find(_SXM_DATA_TAG, 0, 64)
+    j = after.find(_SXM_DATA_TAG)
     if j < 0:
         raise NanonisError(path, "no data block after :SCANIT_END:")
-    data = rest[j + len(_SXM_DATA_TAG) :]
+    data_start = len(head) + len(_SXM_END) + j + len(_SXM_DATA_TAG)
 
     scanit = header.get("SCANIT_TYPE", "FLOAT MSBFIRST").split()
     if scanit and scanit[0].upper() != "FLOAT":
@@ -249,26 +319,34 @@ def read_sxm(path: str | os.PathLike[str]) -> SxmScan:
         if dirs in ("both", "backward"):
             frames.append((name, unit, "bwd"))
 
-    n_expected = len(frames) * ny * nx * 4
-    if len(data) < n_expected:
+    # Declared size against the file's size before any data is read.
+    frame_bytes = ny * nx * 4
+    n_expected = len(frames) * frame_bytes
+    found = size - data_start
+    if found < n_expected:
         raise NanonisError(
             path,
             f"truncated: {len(frames)} frames of {ny}x{nx} need {n_expected} bytes of data, "
-            f"found {len(data)}",
+            f"found {found}",
         )
-    arr = np.frombuffer(data, dtype=f"{order}f4", count=len(frames) * ny * nx)
-    arr = arr.reshape(len(frames), ny, nx).astype(np.float32)  # native byte order, own copy
-
+    wanted = None if channels is None else set(channels)
     images: dict[str, np.ndarray] = {}
     units: dict[str, str] = {}
-    for (name, unit, d), frame in zip(frames, arr, strict=True):
+    for k, (name, unit, d) in enumerate(frames):
+        key = f"{name} ({d})"
+        if wanted is not None and key not in wanted:
+            continue  # read only the frames asked for
+        frame = _read_floats(path, data_start + k * frame_bytes, ny * nx, f"{order}f4")
+        if frame.size < ny * nx:  # the file shrank since its size was taken
+            raise NanonisError(path, f"truncated inside frame {key!r}")
+        frame = frame.astype(np.float32).reshape(ny, nx)  # native byte order
         if direction == "up":
             frame = frame[::-1]  # first recorded line is the bottom one
         if d == "bwd":
             frame = frame[:, ::-1]  # recorded right to left
-        key = f"{name} ({d})"
         images[key] = np.ascontiguousarray(frame)
         units[key] = unit
+    frame_names = [f"{n} ({d})" for n, _, d in frames]
     return SxmScan(
         images=images,
         units=units,
@@ -278,6 +356,7 @@ def read_sxm(path: str | os.PathLike[str]) -> SxmScan:
         offset=(oy * 1e9, ox * 1e9),
         angle=angle,
         direction=direction,
+        frames=frame_names,
     )
 
 
@@ -305,7 +384,7 @@ def _names(header: dict[str, str], key: str) -> list[str]:
 
 
 def read_3ds(path: str | os.PathLike[str]) -> Grid:
-    """Read a Nanonis ``.3ds`` grid spectroscopy file.
+    """Read a Nanonis ``.3ds`` grid spectroscopy file, complete or partial.
 
     Parameters
     ----------
@@ -316,27 +395,42 @@ def read_3ds(path: str | os.PathLike[str]) -> Grid:
     -------
     Grid
         One ``(n_points, H, W)`` cube per channel, ready for a multi-channel
-        solve with ``channel_axis=0``.
+        solve with ``channel_axis=0``, the sweep ascending. Points that were
+        not measured are NaN (see :attr:`Grid.measured`).
 
     Raises
     ------
     NanonisError
-        Missing, corrupt or truncated file (one-line message naming it).
+        Missing or corrupt file, a header that ends before ``:HEADER_END:``,
+        declared sizes that do not fit together, or no measured point at all
+        (one-line message naming the file).
+
+    Warns
+    -----
+    PartialGridWarning
+        When only some points were measured: ``"<path>: N of M points
+        measured; the others are NaN"``.
 
     Notes
     -----
-    Each pixel's record is ``# Parameters`` float32 values (fixed, then
+    Each point's record is ``# Parameters`` float32 values (fixed, then
     experiment parameters) followed by ``Points`` values per channel, all
-    big-endian. A grid interrupted before its end is padded with NaN by
-    Nanonis; a file with fewer bytes than ``Grid dim`` requires is an error.
-    Rows are put top-down: when the per-pixel ``X (m)``/``Y (m)`` parameters
-    are there they decide, otherwise the grid is taken as recorded bottom-up.
+    big-endian, written point by point as the grid is measured. A grid
+    stopped early therefore ends after its last measured point (or inside
+    it: that point is NaN too), and some Nanonis versions pad the rest with
+    NaN; both read as a partial grid. The declared sizes are checked against
+    the file's size before anything is read, and only the measured points'
+    bytes are read. Rows are put top-down: when the per-pixel
+    ``X (m)``/``Y (m)`` parameters are there they decide, otherwise the grid
+    is taken as recorded bottom-up. A descending sweep is reversed so that
+    the sweep axis ascends (napari axes need a positive step).
     """
     path = Path(path)
-    head, rest = _read_head(path, _3DS_END)
+    head, after, size = _read_head(path, _3DS_END)
     header = _parse_3ds_header(path, head.decode("latin-1"))
     # The binary block starts after the end tag's line break.
-    data = rest[2:] if rest.startswith(b"\r\n") else rest[1:] if rest[:1] == b"\n" else rest
+    skip = 2 if after.startswith(b"\r\n") else 1 if after[:1] == b"\n" else 0
+    data_start = len(head) + len(_3DS_END) + skip
 
     dim = header.get("Grid dim", "")
     m = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", dim)
@@ -346,7 +440,7 @@ def read_3ds(path: str | os.PathLike[str]) -> Grid:
     n_par = _int(path, header, "# Parameters (4 byte)")
     n_pts = _int(path, header, "Points")
     channels = _names(header, "Channels")
-    if not channels or n_pts <= 0 or nx <= 0 or ny <= 0:
+    if not channels or n_pts <= 0 or nx <= 0 or ny <= 0 or n_par < 0:
         raise NanonisError(path, "header declares no channels or no points")
     exp_size = header.get("Experiment size (bytes)")
     if exp_size is not None and _int(path, header, "Experiment size (bytes)") != (
@@ -358,26 +452,68 @@ def read_3ds(path: str | os.PathLike[str]) -> Grid:
         par_names = [f"param {i}" for i in range(n_par)]
 
     rec = n_par + n_pts * len(channels)
-    need = nx * ny * rec * 4
-    if len(data) < need:
+    n_total = nx * ny
+    # The whole grid is allocated (NaN where unmeasured), so a header that
+    # declares an absurd grid is refused before any allocation.
+    if n_total * rec > _MAX_GRID_VALUES:
+        gb = n_total * rec * 4 / 1e9
         raise NanonisError(
-            path, f"truncated: a {nx}x{ny} grid needs {need} bytes of data, found {len(data)}"
+            path,
+            f"header declares a {nx}x{ny} grid of {rec} values per point ({gb:.1f} GB), "
+            "more than this reader handles",
         )
-    arr = np.frombuffer(data, dtype=">f4", count=nx * ny * rec).astype(np.float32)
-    arr = arr.reshape(ny, nx, rec)
-    params = arr[:, :, :n_par]
-    spec = arr[:, :, n_par:].reshape(ny, nx, len(channels), n_pts)
-
-    if _grid_is_bottom_up(params, par_names):
-        params, spec = params[::-1], spec[::-1]
+    found = max(size - data_start, 0)
+    n_full = min(found // (4 * rec), n_total)  # whole point records in the file
+    if n_full == 0:
+        raise NanonisError(
+            path,
+            f"no measured point: one point needs {4 * rec} bytes of data, found {found}",
+        )
+    arr = np.full((n_total, rec), np.nan, dtype=np.float32)
+    done = arr[:n_full]
+    try:
+        with open(path, "rb") as f:
+            f.seek(data_start)
+            got = f.readinto(memoryview(done).cast("B")) or 0
+    except OSError as exc:
+        raise NanonisError(path, exc.strerror or str(exc)) from None
+    if got < done.nbytes:  # the file shrank since its size was taken
+        raise NanonisError(path, f"truncated while reading ({got} of {done.nbytes} bytes)")
+    if np.little_endian:  # read as stored (big-endian); swap in place, no second copy
+        done.byteswap(inplace=True)
+    # A point is measured when its record is in the file and its spectra are
+    # not all NaN (the padding some Nanonis versions write after an abort).
+    measured = np.zeros(n_total, dtype=bool)
+    measured[:n_full] = ~np.all(np.isnan(done[:, n_par:]), axis=1)
+    n_meas = int(measured.sum())
+    if n_meas == 0:
+        raise NanonisError(path, f"no measured point: all {n_total} points are NaN")
+    if n_meas < n_total:
+        warnings.warn(
+            PartialGridWarning(
+                f"{path}: {n_meas} of {n_total} points measured; the others are NaN"
+            ),
+            stacklevel=2,
+        )
+    arr[~measured] = np.nan
+    first = int(np.flatnonzero(measured)[0])
 
     sweep_signal = header.get("Sweep Signal", "")
     sweep = np.arange(n_pts, dtype=float)
     if "Sweep Start" in par_names and "Sweep End" in par_names:
-        s0 = float(params[0, 0, par_names.index("Sweep Start")])
-        s1 = float(params[0, 0, par_names.index("Sweep End")])
-        if np.isfinite(s0) and np.isfinite(s1):
+        s0 = float(arr[first, par_names.index("Sweep Start")])
+        s1 = float(arr[first, par_names.index("Sweep End")])
+        if np.isfinite(s0) and np.isfinite(s1) and s0 != s1:
             sweep = np.linspace(s0, s1, n_pts)
+
+    arr = arr.reshape(ny, nx, rec)
+    measured = measured.reshape(ny, nx)
+    params = arr[:, :, :n_par]
+    spec = arr[:, :, n_par:].reshape(ny, nx, len(channels), n_pts)
+    if _grid_is_bottom_up(params, par_names):
+        params, spec, measured = params[::-1], spec[::-1], measured[::-1]
+    if sweep[-1] < sweep[0]:
+        sweep, spec = sweep[::-1].copy(), spec[..., ::-1]
 
     pixel_size = (1.0, 1.0)
     angle = 0.0
@@ -385,7 +521,7 @@ def read_3ds(path: str | os.PathLike[str]) -> Grid:
     try:
         w, h = float(gs[2]) * 1e9, float(gs[3]) * 1e9
         angle = float(gs[4]) if len(gs) > 4 else 0.0
-        if w > 0 and h > 0:
+        if w > 0 and h > 0 and np.isfinite(w) and np.isfinite(h):
             pixel_size = (h / ny, w / nx)
     except (ValueError, IndexError):
         pass  # no geometry: pixels stay unit-sized
@@ -401,7 +537,25 @@ def read_3ds(path: str | os.PathLike[str]) -> Grid:
         header=header,
         pixel_size=pixel_size,
         angle=angle,
+        measured=np.ascontiguousarray(measured),
     )
+
+
+def sweep_axis(values: Sequence[float]) -> tuple[float, float] | None:
+    """``(start, step)`` when ``values`` are evenly spaced and ascending, else None.
+
+    A uniform sweep maps onto a napari axis (``translate=start``,
+    ``scale=step``); a non-uniform one keeps its values in metadata and the
+    axis counts points.
+    """
+    v = np.asarray(values, dtype=float)
+    if v.ndim != 1 or len(v) < 2 or not np.all(np.isfinite(v)):
+        return None
+    d = np.diff(v)
+    step = (v[-1] - v[0]) / (len(v) - 1)
+    if step <= 0 or np.max(np.abs(d - step)) > 1e-4 * step:
+        return None
+    return float(v[0]), float(step)
 
 
 def _grid_is_bottom_up(params: np.ndarray, names: list[str]) -> bool:
@@ -427,3 +581,18 @@ def _grid_is_bottom_up(params: np.ndarray, names: list[str]) -> bool:
     if cross == 0:
         return True
     return bool(cross > 0)
+
+
+def sweep_record(values: Sequence[float], label: str, unit: str) -> dict[str, Any]:
+    """The sweep axis as a bundle's ``record.json`` keeps it (JSON-ready).
+
+    ``{"label", "unit", "values", "uniform"}``, plus ``start``/``step`` for a
+    uniform sweep.
+    """
+    v = [float(x) for x in np.asarray(values, dtype=float).ravel()]
+    ax = sweep_axis(v)
+    rec: dict[str, Any] = {"label": label or "sweep", "unit": unit, "values": v}
+    rec["uniform"] = ax is not None
+    if ax is not None:
+        rec["start"], rec["step"] = ax
+    return rec

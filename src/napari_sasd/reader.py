@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .bundle import DEFAULT_COLORS, load_bundle
-from .nanonis import read_3ds, read_sxm
+from .nanonis import read_3ds, read_sxm, split_unit, sweep_axis
 
 LayerData = tuple[Any, dict[str, Any], str]
 PathLike = str | os.PathLike[str]
@@ -112,21 +112,27 @@ def read_3ds_layers(path: PathLike) -> list[LayerData]:
     """One ``(n_points, H, W)`` image layer per channel of a ``.3ds`` grid.
 
     The sweep axis (energy) comes first, as the multi-channel solve expects
-    (``channel_axis=0``); its values are in ``metadata['sweep']``.
+    (``channel_axis=0``). A uniform sweep is a physical napari axis: its
+    label and unit (e.g. ``"Bias"``, volts) and its values through
+    ``translate``/``scale``; a non-uniform one counts points and keeps its
+    values in ``metadata['sweep']`` (always there). Unmeasured points of a
+    grid stopped early are NaN; ``metadata['measured_points']`` says how many
+    were measured.
     """
-    from .nanonis import split_unit
-
     grid = read_3ds(path)
     out: list[LayerData] = []
     names = list(grid.channels)
     lockin = [n for n in names if n.upper().startswith("LI") or "dI" in n]
     first = lockin[0] if lockin else names[0]
+    geo = sweep_layer_geometry(grid.sweep, grid.sweep_label, grid.sweep_unit)
+    n_total = grid.measured.size if grid.measured is not None else 0
     for name, cube in grid.channels.items():
         meta = {
             "name": name,
-            "scale": (1.0, *grid.pixel_size),
-            "units": ("pixel", "nm", "nm"),
-            "axis_labels": ("sweep", "y", "x"),
+            "scale": (geo["scale"], *grid.pixel_size),
+            "translate": (geo["translate"], 0.0, 0.0),
+            "units": (geo["unit"], "nm", "nm"),
+            "axis_labels": (geo["label"], "y", "x"),
             "colormap": "gray",
             "visible": name == first,
             "metadata": {
@@ -135,10 +141,56 @@ def read_3ds_layers(path: PathLike) -> list[LayerData]:
                 "source_path": str(path),
                 "sweep_signal": grid.sweep_signal,
                 "sweep": grid.sweep.tolist(),
+                "sweep_label": grid.sweep_label,
+                "sweep_unit": grid.sweep_unit,
+                "sweep_uniform": geo["uniform"],
+                "measured_points": [grid.n_measured, n_total],
             },
         }
         out.append((cube, meta, "image"))
     return out
+
+
+def sweep_layer_geometry(values: Sequence[float], label: str, unit: str) -> dict[str, Any]:
+    """napari geometry of a sweep axis: ``scale``, ``translate``, ``unit``, ``label``.
+
+    A uniform ascending sweep becomes a physical axis (start and step in its
+    unit); otherwise the axis counts points (unit ``"pixel"``, the label says
+    ``"(index)"``) and the values stay in metadata.
+    """
+    ax = sweep_axis(values)
+    if ax is None:
+        return {
+            "scale": 1.0,
+            "translate": 0.0,
+            "unit": "pixel",
+            "label": f"{label} (index)",
+            "uniform": False,
+        }
+    if unit and not _napari_unit(unit):  # e.g. "a.u.": keep it in the label instead
+        label, unit = f"{label} ({unit})", ""
+    return {
+        "scale": ax[1],
+        "translate": ax[0],
+        "unit": unit or "pixel",
+        "label": label,
+        "uniform": True,
+    }
+
+
+def _napari_unit(unit: str) -> bool:
+    """Whether napari (through pint) understands ``unit`` as the physical unit meant."""
+    import re
+
+    if re.fullmatch(r"(?i)\s*(a\.?\s*u\.?|arb.*)\s*", unit):
+        return False  # arbitrary units; pint would read "a.u." as years x atomic mass units
+    try:
+        import pint
+
+        pint.get_application_registry().Unit(unit)
+    except Exception:  # pint raises several kinds for an unknown unit
+        return False
+    return True
 
 
 def read_bundle_layers(path: PathLike) -> list[LayerData]:
