@@ -48,6 +48,8 @@ def test_sample_then_solve(tmp_path, capsys):
     counts = "+".join(str(c) for c in np.bincount(b.defects.motif, minlength=2))
     assert f"defects {counts}," in line
     assert r["threshold_per_motif"] is False and isinstance(r["threshold"], float)
+    assert (out / "topo.sasd" / "quicklook.png").stat().st_size > 1000  # issue 16
+    assert not (out / "topo.sasd" / "spectra.csv").exists()  # a single image has none
 
     # Each motif against its own strongest copy: a threshold per motif, recorded.
     rc = main(["solve", str(topo), *FAST, "--roi", "10,20,106,116", "--threshold", "0.6",
@@ -268,3 +270,7 @@ def test_partial_3ds_grid_solves_and_says_so(tmp_path, capsys):
     assert np.isfinite(b.kernels).all() and np.isfinite(b.activations).all()
     # Defects are found only in the measured (bottom) 30 rows.
     assert len(b.defects.positions) and (b.defects.positions[:, 0] >= 18 - 8).all()
+    # The quick look and, for a cube, the spectra against bias in volts.
+    assert (out / "g.sasd" / "quicklook.png").stat().st_size > 1000
+    head = (out / "g.sasd" / "spectra.csv").read_text().splitlines()[0]
+    assert head.startswith("Bias (V),away,motif 1 at copies")

@@ -34,7 +34,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,6 +232,7 @@ def save_bundle(
     colors: Sequence[str] | None = None,
     threshold: float | Sequence[float] | None = None,
     extra: dict[str, Any] | None = None,
+    extra_files: Callable[[Path], None] | None = None,
 ) -> Path:
     """Save a solve as a bundle folder ``NAME.sasd/``.
 
@@ -262,6 +263,10 @@ def save_bundle(
         each motif had its own).
     extra : dict, optional
         More JSON-serialisable entries for ``record.json``.
+    extra_files : callable, optional
+        Writes more files (pictures, tables) into the folder being written,
+        called with its path after the bundle's own files; e.g.
+        :func:`napari_sasd.quicklook.bundle_pictures`.
 
     Returns
     -------
@@ -281,7 +286,9 @@ def save_bundle(
         threshold=threshold,
         extra=extra,
     )
-    return write_bundle_files(path, result.kernels, result.activations, defects, record)
+    return write_bundle_files(
+        path, result.kernels, result.activations, defects, record, extra_files=extra_files
+    )
 
 
 def write_bundle_files(
@@ -290,6 +297,7 @@ def write_bundle_files(
     activations: np.ndarray,
     defects: Defects,
     record: dict[str, Any],
+    extra_files: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write the four bundle files from arrays and a ready record.
 
@@ -297,6 +305,7 @@ def write_bundle_files(
     which has layers and their ``metadata['napari_sasd']`` rather than a
     :class:`SolveResult`. ``record`` needs ``region``, ``scale`` and
     ``translate`` (defaults: whole map, unit pixels) for the CSV coordinates.
+    ``extra_files``: as in :func:`save_bundle`.
 
     Returns
     -------
@@ -341,6 +350,8 @@ def write_bundle_files(
                 # repr() of Python floats round-trips exactly
                 wr.writerow([int(m), repr(a), repr(r), repr(c), repr(y), repr(x)])
         (out / "record.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+        if extra_files is not None:
+            extra_files(out)
     except OSError as exc:
         raise BundleError(out, exc.strerror or str(exc)) from None
     return out

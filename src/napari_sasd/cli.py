@@ -295,6 +295,8 @@ def solve_file(
     from .flatten import flatten
     from .imageio import read_image
     from .peaks import find_defects, motif_thresholds
+    from .quicklook import bundle_pictures
+    from .spectra import motif_spectra
 
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
@@ -311,6 +313,7 @@ def solve_file(
             raise ValueError(f"--roi {y0},{x0},{y1},{x1} is outside the {h}x{w} image")
         data = data[..., y0:y1, x0:x1]
         region = [y0, x0, y1, x1]
+    raw = data  # the measured values, for the spectra
     mode = opts.flatten
     if mode == "auto":
         mode = "both" if path.suffix.lower() in (".sxm", ".3ds") else "none"
@@ -356,6 +359,19 @@ def solve_file(
             )
     if "measured_points" in img.metadata:
         extra["measured_points"] = img.metadata["measured_points"]
+    spectra = None
+    if img.channel_axis is not None:
+        spectra = motif_spectra(
+            result.kernels,
+            defects,
+            raw,
+            img.metadata.get("sweep"),
+            label=img.metadata.get("sweep_label") or "channel",
+            unit=img.metadata.get("sweep_unit", ""),
+        )
+    pictures = bundle_pictures(
+        data, defects, result.kernels, spectra=spectra, title=f"{path.name}: {img.name}"
+    )
     out = save_bundle(
         Path(opts.out) / (name or path.stem),
         result,
@@ -376,6 +392,7 @@ def solve_file(
             "command": "napari-sasd solve",
             **extra,
         },
+        extra_files=pictures,
     )
     counts = "+".join(str(c) for c in defects.counts(result.n_motifs))
     secs = time.perf_counter() - t0
