@@ -5,6 +5,7 @@ The core (this namespace) is napari-free: importing it does not import Qt or nap
 """
 
 from ._version import __version__
+from .locate import iter_locate, locate
 from .peaks import Defects, find_defects
 from .result import SolveProgress, SolveResult
 from .solver import iter_solve, solve
@@ -15,6 +16,8 @@ __all__ = [
     "SolveResult",
     "__version__",
     "find_defects",
+    "iter_locate",
     "iter_solve",
+    "locate",
     "solve",
 ]

@@ -1,0 +1,155 @@
+"""Locating known motifs (napari_sasd.locate) against solves and ground truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import optimize, signal
+
+import napari_sasd
+from napari_sasd.metrics import precision_recall
+from napari_sasd.peaks import find_defects
+from napari_sasd.synthetic import make_synthetic
+from napari_sasd.validation import prepare
+
+
+def _agreement(found, ref, n_motifs):
+    """Pooled precision and recall of ``found`` defects against ``ref``, copies
+    of the same motif matched within 2 px."""
+    hits = 0
+    for n in range(n_motifs):
+        a = found.positions[found.motif == n]
+        b = ref.positions[ref.motif == n]
+        if len(a) and len(b):
+            hits += round(precision_recall(a, b)[0] * len(a))
+    return hits / max(1, len(found)), hits / max(1, len(ref))
+
+
+def _truth_agreement(res, data):
+    """Pooled precision and recall of a result's defects against the truth
+    (motifs given in the truth's order)."""
+    found = find_defects(res.activations)
+    hits = 0
+    for n, truth in enumerate(data.positions):
+        mine = found.positions[found.motif == n]
+        if len(mine) and len(truth):
+            hits += round(precision_recall(mine, truth)[0] * len(mine))
+    return hits / max(1, len(found)), hits / sum(len(t) for t in data.positions)
+
+
+def test_a_solves_own_motifs_reproduce_its_defects():
+    d = make_synthetic((256, 256), 12, 2, copies_per_area=0.7, noise=0.05, seed=0)
+    res = napari_sasd.solve(d.image, 12, 2)
+    loc = napari_sasd.locate(d.image, res.kernels)
+    # lam=None picks the solve's own lambda on the same image.
+    assert np.isclose(loc.lam, res.lam, rtol=1e-6)
+    np.testing.assert_allclose(loc.kernels, res.kernels, atol=1e-6)
+    prec, rec = _agreement(find_defects(loc.activations), find_defects(res.activations), 2)
+    assert prec >= 0.98 and rec >= 0.98, (prec, rec)
+    # The background is at least as close to the truth as the solve's.
+    assert abs(loc.bias - d.bias) <= abs(res.bias - d.bias) + 1e-3 * np.std(d.image)
+    assert loc.params["mode"] == "locate"
+
+
+def test_located_defects_are_true_copies():
+    # What locate finds beyond a solve are copies the solve missed: its
+    # defects are at least as true, and at least as many of the truth.
+    d = make_synthetic((256, 256), 12, 2, copies_per_area=1.5, noise=0.05, seed=1)
+    res = napari_sasd.solve(d.image, 12, 2)
+    loc = napari_sasd.locate(d.image, d.kernels, res.lam)
+    prec, rec = _truth_agreement(loc, d)
+    order = np.argmax(np.abs(res.kernels.reshape(2, -1) @ d.kernels.reshape(2, -1).T), axis=0)
+    res.activations = res.activations[order]
+    prec_s, rec_s = _truth_agreement(res, d)
+    assert prec >= 0.97 and rec >= rec_s - 0.005, (prec, rec, prec_s, rec_s)
+
+
+def test_reaches_the_lasso_optimum():
+    # Against a general-purpose bound-constrained solver on the same
+    # objective, in the normalised units of the solver (a small problem).
+    d = make_synthetic((48, 56), 7, 1, copies_per_area=1.0, noise=0.1, seed=3)
+    lam = 0.5
+    prog = []
+    gen = napari_sasd.iter_locate(d.image, d.kernels, lam)
+    while True:
+        try:
+            prog.append(next(gen))
+        except StopIteration as stop:
+            res = stop.value
+            break
+    lasso = [p.objective for p in prog if p.stage == 0][-1]
+    p = prepare(d.image, 7, 1, lam, None, None, None)
+    y, a = p.y[0].astype(np.float64), d.kernels[0] / np.linalg.norm(d.kernels[0])
+    H, W = y.shape
+
+    def f(v):
+        x, b = v[:-1].reshape(H, W), v[-1]
+        r = signal.fftconvolve(x, a, mode="same") + b - y
+        g = signal.fftconvolve(r, a[::-1, ::-1], mode="same")
+        return 0.5 * np.sum(r**2) + lam * x.sum(), np.append(g.ravel() + lam, r.sum())
+
+    v0 = np.zeros(H * W + 1)
+    bounds = [(0, None)] * (H * W) + [(None, None)]
+    ref = optimize.minimize(f, v0, jac=True, method="L-BFGS-B", bounds=bounds,
+                            options={"maxiter": 5000, "ftol": 1e-13, "gtol": 1e-9})  # fmt: skip
+    assert lasso <= ref.fun * (1 + 1e-4), (lasso, ref.fun)
+    assert res.activations.shape == (1, H, W)
+
+
+def test_same_convolution_convention_and_given_order():
+    d = make_synthetic((96, 112), (9, 11), 2, noise=0.02, seed=2)
+    given = d.kernels[::-1]
+    res = napari_sasd.locate(d.image, given)
+    np.testing.assert_allclose(res.kernels, given / np.linalg.norm(given[0]), atol=1e-6)
+    model = sum(
+        signal.convolve(x.astype(float), a, mode="same")
+        for x, a in zip(res.activations, res.kernels, strict=True)
+    )
+    np.testing.assert_allclose(model + res.bias, res.reconstruction, atol=1e-3 * np.ptp(d.image))
+    # The maps follow the given order: the first map holds the truth's second motif.
+    prec, rec = precision_recall(find_defects(res.activations[:1]).positions, d.positions[1])
+    assert prec >= 0.9 and rec >= 0.9, (prec, rec)
+
+
+def test_missing_pixels_and_channels():
+    d = make_synthetic((128, 128), 10, 1, nan_fraction=0.05, noise=0.02, seed=4)
+    res = napari_sasd.locate(d.image, d.kernels)
+    assert res.params["masked_pixels"] > 0
+    assert min(_truth_agreement(res, d)) >= 0.9
+    mask = np.ones((128, 128), bool)
+    mask[:, :40] = False
+    res = napari_sasd.locate(np.nan_to_num(d.image), d.kernels, mask=mask)
+    found = find_defects(res.activations).positions
+    assert found[:, 1].min() >= 40 - 10 // 2 - 1  # nothing located where nothing is seen
+
+    c = make_synthetic((96, 96), 9, 1, n_channels=3, noise=0.02, seed=5)
+    cube = np.moveaxis(c.image, 0, -1)
+    res = napari_sasd.locate(cube, c.kernels, channel_axis=-1)
+    assert res.kernels.shape == (1, 3, 9, 9) and res.reconstruction.shape == cube.shape
+    assert min(_truth_agreement(res, c)) >= 0.9
+
+
+def test_signed_activations():
+    d = make_synthetic((96, 96), 9, 1, noise=0.02, seed=6)
+    img = d.image.copy()
+    img[:, 48:] = 2 * np.median(img) - img[:, 48:]  # copies on the right are dips
+    res = napari_sasd.locate(img, d.kernels, positive=False)
+    neg = find_defects(-res.activations).positions
+    pos = find_defects(res.activations).positions
+    assert len(neg) and np.all(neg[:, 1] >= 48 - 9) and np.all(pos[:, 1] < 48 + 9)
+
+
+@pytest.mark.parametrize(
+    ("kernels", "exc", "match"),
+    [
+        (np.zeros((1, 9, 9)), ValueError, "all zeros"),
+        (np.full((1, 9, 9), np.nan), ValueError, "NaN"),
+        (np.ones((1, 1, 9, 9)), ValueError, r"\(N, kh, kw\)"),
+        (np.ones((1, 200, 9)), ValueError, "larger than the image"),
+        (np.array([["a"]]), TypeError, "numeric"),
+    ],
+)
+def test_bad_input_raises_before_work(kernels, exc, match):
+    img = np.random.default_rng(0).random((64, 64))
+    with pytest.raises(exc, match=match):
+        napari_sasd.iter_locate(img, kernels)
