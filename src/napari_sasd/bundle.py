@@ -28,12 +28,12 @@ activation maps (what :func:`napari_sasd.find_defects` returns).
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
-import logging
 import math
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +43,18 @@ import numpy as np
 import tifffile
 
 from ._version import __version__
+from .bundle_files import (
+    CSV_COLUMNS,
+    MAX_RECORD_BYTES,
+    BundleError,
+    check_record,
+    check_replaceable,
+    member,
+    move_into_place,
+    quiet_tifffile,  # noqa: F401 (imported from here by imageio)
+    read_defects,
+    read_tiff,
+)
 from .geometry import plane_from, to_world, world_matrix
 from .peaks import Defects, find_defects
 from .result import SolveResult
@@ -61,7 +73,6 @@ __all__ = [
 FORMAT = "napari-sasd bundle"
 FORMAT_VERSION = 1
 SUFFIX = ".sasd"
-CSV_COLUMNS = ("motif", "amplitude", "row", "col", "y", "x")
 #: Same palette as the plugin's result layers (kept here so this module stays
 #: napari-free and importable without the plugin half).
 DEFAULT_COLORS = (
@@ -74,14 +85,6 @@ DEFAULT_COLORS = (
     "#a68cff",
     "#3fffd2",
 )
-
-
-class BundleError(ValueError):
-    """A bundle could not be read or written; one-line message naming the path."""
-
-    def __init__(self, path: str | os.PathLike[str], message: str) -> None:
-        self.path = str(path)
-        super().__init__(f"{self.path}: {' '.join(str(message).split())}")
 
 
 @dataclass
@@ -148,18 +151,6 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, os.PathLike):
         return os.fspath(x)
     return x
-
-
-@contextlib.contextmanager
-def quiet_tifffile():
-    """Silence tifffile's log warnings: a corrupt file is reported once, as an error."""
-    log = logging.getLogger("tifffile")
-    level = log.level
-    log.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
 
 
 def bundle_path(path: str | os.PathLike[str]) -> Path:
@@ -239,8 +230,9 @@ def save_bundle(
     Parameters
     ----------
     path : str or PathLike
-        Folder to write; ``.sasd`` is appended when missing. Existing bundle
-        files in it are overwritten.
+        Folder to write; ``.sasd`` is appended when missing. An existing
+        bundle there is replaced once the new one is complete (see
+        :func:`write_bundle_files`).
     result : SolveResult
         The solve.
     defects : Defects, optional
@@ -304,13 +296,24 @@ def write_bundle_files(
     The lower half of :func:`save_bundle`, also used by the napari writer,
     which has layers and their ``metadata['napari_sasd']`` rather than a
     :class:`SolveResult`. ``record`` needs ``region``, ``scale`` and
-    ``translate`` (defaults: whole map, unit pixels) for the CSV coordinates.
+    ``translate`` (defaults: whole map, unit pixels) for the CSV coordinates;
+    ``n_motifs`` and ``kernel_size`` are set from the arrays.
     ``extra_files``: as in :func:`save_bundle`.
+
+    The files are written into a temporary folder beside the target, which is
+    renamed into place when complete: an existing bundle is replaced only
+    then, and an interrupted write leaves the old bundle (or none).
 
     Returns
     -------
     Path
         The bundle folder.
+
+    Raises
+    ------
+    BundleError
+        Arrays of the wrong shape, a target that exists and is not a bundle
+        (a file, or a folder with other files), or a write error.
     """
     out = bundle_path(path)
     record = _jsonable(dict(record))
@@ -325,18 +328,29 @@ def write_bundle_files(
             f"need kernels (N,kh,kw)/(N,C,kh,kw) and activations (N,H,W), got "
             f"{kernels.shape} and {activations.shape}",
         )
+    # What the reader checks the files against: a bundle cut short or mixed
+    # from two runs is refused rather than opened wrong.
+    record["n_motifs"] = len(kernels)
+    record["kernel_size"] = [int(v) for v in kernels.shape[-2:]]
     region = record.get("region") or [0, 0, *activations.shape[-2:]]
     scale = np.asarray(record.get("scale") or (1.0, 1.0), float)[-2:]
     translate = np.asarray(record.get("translate") or (0.0, 0.0), float)[-2:]
+    check_replaceable(out)  # before any work
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        tifffile.imwrite(out / "motifs.tif", kernels, photometric="minisblack")
-        tifffile.imwrite(out / "activations.tif", activations, photometric="minisblack")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # Written beside the target and renamed into place when complete, so
+        # an interrupted run leaves the old bundle (or none), never a mix.
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as exc:
+        raise BundleError(out, exc.strerror or str(exc)) from None
+    try:
+        tifffile.imwrite(tmp / "motifs.tif", kernels, photometric="minisblack")
+        tifffile.imwrite(tmp / "activations.tif", activations, photometric="minisblack")
         pos = np.asarray(defects.positions, float).reshape(-1, 2) + np.asarray(region[:2], float)
         # As napari places the source's pixels (rotation etc. of a 2-D source).
         plane = plane_from(record.get("rotate"), record.get("shear"), record.get("affine"))
         world = to_world(world_matrix(scale, translate, plane), pos)
-        with open(out / "defects.csv", "w", newline="", encoding="utf-8") as f:
+        with open(tmp / "defects.csv", "w", newline="", encoding="utf-8") as f:
             wr = csv.writer(f)
             wr.writerow(CSV_COLUMNS)
             table = zip(
@@ -349,16 +363,29 @@ def write_bundle_files(
             for m, a, (r, c), (y, x) in table:
                 # repr() of Python floats round-trips exactly
                 wr.writerow([int(m), repr(a), repr(r), repr(c), repr(y), repr(x)])
-        (out / "record.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+        (tmp / "record.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
         if extra_files is not None:
-            extra_files(out)
-    except OSError as exc:
-        raise BundleError(out, exc.strerror or str(exc)) from None
+            # Into the temporary folder too: pictures and tables arrive with
+            # the bundle, all at once.
+            extra_files(tmp)
+        move_into_place(tmp, out)
+    except BaseException as exc:  # KeyboardInterrupt too: no half-written folder left
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise BundleError(out, exc.strerror or str(exc)) from None
+        raise
     return out
 
 
 def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     """Load a bundle folder written by :func:`save_bundle`.
+
+    Only the four bundle files are opened, and only when they are regular
+    files inside the folder. They are checked against each other before being
+    used: the record's motif count and size against the motifs, its region
+    against the maps' size, and each defect's motif id and position against
+    them. Rows may have been removed from ``defects.csv`` (e.g. false
+    positives, in a spreadsheet): that is not an inconsistency.
 
     Parameters
     ----------
@@ -372,27 +399,28 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     Raises
     ------
     BundleError
-        Missing or malformed files (one-line message naming the bundle).
+        Missing, malformed or inconsistent files (one-line message naming the
+        bundle).
     """
     p = Path(path)
     if p.name == "record.json":
         p = p.parent
     if not p.is_dir():
         raise BundleError(p, "not a napari-sasd bundle folder")
+    rec_path = member(p, "record.json")
+    if rec_path is None:
+        raise BundleError(p, "no record.json: not a napari-sasd bundle")
+    if rec_path.stat().st_size > MAX_RECORD_BYTES:
+        raise BundleError(p, "record.json is too large to be a bundle record")
     try:
-        record = json.loads((p / "record.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BundleError(p, "no record.json: not a napari-sasd bundle") from None
-    except (OSError, ValueError) as exc:
+        # utf-8-sig: a record saved by an editor may start with a byte-order mark.
+        record = json.loads(rec_path.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError, RecursionError) as exc:
         raise BundleError(p, f"record.json unreadable: {exc}") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise BundleError(p, "record.json is not a napari-sasd bundle record")
-    try:
-        with quiet_tifffile():
-            kernels = tifffile.imread(p / "motifs.tif")
-            activations = tifffile.imread(p / "activations.tif")
-    except (OSError, ValueError, tifffile.TiffFileError) as exc:
-        raise BundleError(p, f"cannot read the TIFF files: {exc}") from None
+    kernels = read_tiff(p, "motifs.tif")
+    activations = read_tiff(p, "activations.tif")
     # tifffile keeps the written shape (its 'shaped' description); a 2-D file
     # edited by another tool is one motif / one map.
     if kernels.ndim == 2:
@@ -408,23 +436,10 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
         raise BundleError(
             p, f"motifs.tif has {len(kernels)} motifs but activations.tif {len(activations)} maps"
         )
+    for name, arr in (("motifs.tif", kernels), ("activations.tif", activations)):
+        if arr.dtype.kind not in "iuf" or not np.isfinite(arr).all():
+            raise BundleError(p, f"{name} holds NaN, inf or non-numbers: the file is damaged")
+    check_record(p, record, kernels, activations)
     region = record.get("region") or [0, 0, *activations.shape[-2:]]
-    defects = _read_defects(p, region)
+    defects = read_defects(p, region, len(kernels))
     return Bundle(kernels, activations, defects, record, p)
-
-
-def _read_defects(p: Path, region: Sequence[int]) -> Defects:
-    try:
-        with open(p / "defects.csv", newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except FileNotFoundError:
-        return Defects(np.zeros((0, 2)), np.zeros(0, int), np.zeros(0))
-    except OSError as exc:
-        raise BundleError(p, f"defects.csv unreadable: {exc}") from None
-    try:
-        motif = np.array([int(r["motif"]) for r in rows], int)
-        amp = np.array([float(r["amplitude"]) for r in rows], float)
-        pos = np.array([[float(r["row"]), float(r["col"])] for r in rows], float).reshape(-1, 2)
-    except (KeyError, ValueError, TypeError) as exc:
-        raise BundleError(p, f"defects.csv malformed: {exc}") from None
-    return Defects(pos - np.asarray(region[:2], float), motif, amp)
