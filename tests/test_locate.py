@@ -153,3 +153,55 @@ def test_bad_input_raises_before_work(kernels, exc, match):
     img = np.random.default_rng(0).random((64, 64))
     with pytest.raises(exc, match=match):
         napari_sasd.iter_locate(img, kernels)
+
+
+def _tiled_vs_untiled(image, kernels, lam, tile=256):
+    whole = napari_sasd.locate(image, kernels, lam, tile=None)
+    tiled = napari_sasd.locate(image, kernels, lam, tile=tile)
+    thr = 0.25 * np.percentile(whole.activations[whole.activations > 0], 99.9)
+    prec, rec = _agreement(
+        find_defects(tiled.activations, thr), find_defects(whole.activations, thr), len(kernels)
+    )
+    return whole, tiled, prec, rec
+
+
+def test_tiled_locate_equals_the_untiled_one(tmp_path):
+    d = make_synthetic((600, 520), 12, 2, copies_per_area=1.5, noise=0.05, seed=3)
+    whole, tiled, prec, rec = _tiled_vs_untiled(d.image, d.kernels, None)
+    assert tiled.params["tiles"]["n_tiles"] == 9 and tiled.params["tiles"]["overlap"] == 24
+    assert np.isclose(tiled.lam, whole.lam, rtol=1e-6)
+    assert prec >= 0.995 and rec >= 0.995, (prec, rec)
+    # The model: where the lasso has ties (a copy's amplitude shared by two
+    # pixels, measured the same way between two tolerances of one untiled
+    # run), a few copies differ; over the image the fits are the same.
+    rms = np.sqrt(np.mean((tiled.reconstruction - whole.reconstruction) ** 2))
+    assert rms < 0.1 * d.noise, rms
+    assert abs(tiled.bias - whole.bias) < 0.02 * d.noise
+    np.testing.assert_allclose(tiled.explained, whole.explained, atol=0.02)
+    # The tiles read from a memory-mapped file give the same result.
+    np.save(tmp_path / "img.npy", d.image)
+    mm = np.load(tmp_path / "img.npy", mmap_mode="r")
+    again = napari_sasd.locate(mm, d.kernels, None, tile=256)
+    np.testing.assert_array_equal(again.activations, tiled.activations)
+
+
+def test_tiled_locate_with_a_mask_and_a_blank_tile():
+    d = make_synthetic((600, 300), 10, 1, noise=0.05, seed=8)
+    img = d.image.copy()
+    # The first tile (200 x 150), with its overlap, sees nothing.
+    img[:240, :190] = np.nan
+    _, tiled, prec, rec = _tiled_vs_untiled(img, d.kernels, 3.0, tile=200)
+    assert prec >= 0.99 and rec >= 0.99, (prec, rec)
+    assert not tiled.activations[:, :230, :180].any()
+    assert np.isnan(tiled.reconstruction[:200, :150]).all()
+    assert np.isfinite(tiled.reconstruction[200:, 150:]).all()
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [({"tile": 20}, "at least 4 motif sizes"), ({"tile": 128, "overlap": 5}, "overlap")],
+)
+def test_tiling_bad_input(kw, match):
+    img = np.random.default_rng(0).random((300, 300))
+    with pytest.raises(ValueError, match=match):
+        napari_sasd.iter_locate(img, np.ones((1, 9, 9)), **kw)

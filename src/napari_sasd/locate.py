@@ -32,18 +32,18 @@ from scipy import optimize, sparse
 from ._version import __version__
 from .result import SolveProgress, SolveResult
 from .solver import AUTO_LAM_FRACTION, AUTO_LAM_NOISE, _Solver, noise_sigma
-from .validation import prepare
+from .validation import Problem, prepare
 
 __all__ = ["iter_locate", "locate"]
 
+#: Images with a side longer than this are located tile by tile: the working
+#: memory is then that of one tile (plus the result's maps).
+TILE_SIZE = 2048
 #: Working-set rounds (at most): each solves the lasso on the working set,
 #: then adds the copies the whole image's correlations say are missing.
 OUTER_MAX = 12
 #: FISTA iterations (at most) on one working set.
 INNER_MAX = 2000
-#: The working set is complete when a round would add at most this fraction
-#: of its copies.
-ADD_STOP = 2e-3
 #: Relative change at which the lasso on an incomplete working set stops.
 ROUND_TOL = 1e-3
 #: Power iterations for the working set's Lipschitz constant (from the last
@@ -68,6 +68,8 @@ def locate(
     max_iter: int | None = None,
     tol: float = 1e-4,
     workers: int | None = None,
+    tile: int | None = TILE_SIZE,
+    overlap: int | None = None,
 ) -> SolveResult:
     """Find where known motifs sit in an image, the motifs held fixed.
 
@@ -98,6 +100,14 @@ def locate(
         working set, and the amplitude refit, stop.
     workers : int, optional
         Threads for ``scipy.fft``, as in :func:`napari_sasd.solve`.
+    tile : int, optional
+        An image with a side longer than this is located tile by tile
+        (:mod:`napari_sasd.tiling`), with bounded memory: ``image`` may then
+        be any array that slices (a ``numpy.memmap``, a memory-mapped TIFF,
+        a zarr or dask array) and is read one tile at a time. None: never tile.
+    overlap : int, optional
+        Pixels each tile extends past its core on every side; default, and at
+        least, twice the motif size.
 
     Returns
     -------
@@ -112,7 +122,7 @@ def locate(
     """
     gen = iter_locate(
         image, kernels, lam, mask=mask, channel_axis=channel_axis, positive=positive,
-        max_iter=max_iter, tol=tol, workers=workers,
+        max_iter=max_iter, tol=tol, workers=workers, tile=tile, overlap=overlap,
     )  # fmt: skip
     while True:
         try:
@@ -132,16 +142,34 @@ def iter_locate(
     max_iter: int | None = None,
     tol: float = 1e-4,
     workers: int | None = None,
+    tile: int | None = TILE_SIZE,
+    overlap: int | None = None,
 ) -> Generator[SolveProgress, None, SolveResult]:
     """Like :func:`locate`, as a generator of progress snapshots (as
     :func:`napari_sasd.iter_solve`). Inputs are checked when this is called."""
     kern = _as_kernels(kernels, np.ndim(image), channel_axis)
-    prob = prepare(image, kern.shape[-2:], len(kern), lam, channel_axis, mask, kern)
     if max_iter is not None and (isinstance(max_iter, bool) or int(max_iter) < 1):
         raise ValueError(f"max_iter must be a positive int, got {max_iter}")
     if not tol > 0:
         raise ValueError(f"tol must be positive, got {tol}")
-    params: dict[str, Any] = {
+    if tile is not None:
+        from .tiling import iter_locate_tiled, spatial_shape
+
+        if max(spatial_shape(image, channel_axis)) > tile:
+            return iter_locate_tiled(
+                image, kern, lam, mask=mask, channel_axis=channel_axis, positive=positive,
+                max_iter=max_iter, tol=tol, workers=workers, tile=tile, overlap=overlap,
+            )  # fmt: skip
+    prob = prepare(image, kern.shape[-2:], len(kern), lam, channel_axis, mask, kern)
+    solver = _Locator(prob, positive, 0, max_iter, tol, 0.8, workers)
+    return solver.locate(locate_params(prob, positive, max_iter, tol))
+
+
+def locate_params(
+    prob: Problem, positive: bool, max_iter: int | None, tol: float
+) -> dict[str, Any]:
+    """The ``params`` record of a locate run (JSON-serialisable)."""
+    return {
         "mode": "locate",
         "kernel_size": list(prob.kernel_size),
         "n_motifs": prob.n_motifs,
@@ -153,8 +181,6 @@ def iter_locate(
         "masked_pixels": 0 if prob.omega is None else int((prob.omega == 0).sum()),
         "version": __version__,
     }
-    solver = _Locator(prob, positive, 0, max_iter, tol, 0.8, workers)
-    return solver.locate(params)
 
 
 def _as_kernels(kernels: object, image_ndim: int, channel_axis: int | None) -> np.ndarray:
@@ -195,16 +221,9 @@ class _Locator(_Solver):
         p = self.p
         C = p.n_channels
         a = p.init_kernels.astype(np.float32)
-        lam = p.lam
+        lam = self.auto_lam() if p.lam is None else p.lam
         self.support = None
         self.b = np.zeros(C, np.float64)
-        if lam is None:
-            # Exactly as solve picks it (``_Solver.run``, from the most
-            # energetic data window rather than a motif), so that locating a
-            # solve's motifs in the same image uses the solve's lambda.
-            lam_max = self._lam_max(self._lift(), self._windows(self.y, 1, []))
-            noise = noise_sigma(p.y, p.omega)
-            lam = max(AUTO_LAM_FRACTION * lam_max, AUTO_LAM_NOISE * noise)
         rounds = OUTER_MAX if self.max_iter is None else max(1, int(self.max_iter))
         self.total = rounds + 1
         self.n_stages = 2
@@ -217,10 +236,7 @@ class _Locator(_Solver):
         for _ in range(rounds):
             add = self._violators(self._correlation(r), lam, pool)
             self.iteration += 1
-            if add.shape[1] <= ADD_STOP * np.count_nonzero(pool.x):
-                # The last copies hidden under stronger ones trickle in a few
-                # per round (1 or 2 of 3500 at 512^2), each round the cost of
-                # a fifth of the whole fit.
+            if add.shape[1] == 0:
                 converged = True
                 break
             pool.add(add)
@@ -248,6 +264,16 @@ class _Locator(_Solver):
         self.total = self.iteration
         res = self._result(lam, converged, params)
         return _keep_order(res, a, p.channel_axis is None)
+
+    def auto_lam(self) -> float:
+        """Lambda (normalised units) exactly as solve picks it (``_Solver.run``:
+        from the most energetic data window, not from a motif), so that
+        locating a solve's motifs in the same image uses the solve's lambda."""
+        self.b = np.zeros(self.p.n_channels, np.float64)
+        self.support = None
+        lam_max = self._lam_max(self._lift(), self._windows(self.y, 1, []))
+        noise = noise_sigma(self.p.y, self.p.omega)
+        return max(AUTO_LAM_FRACTION * lam_max, AUTO_LAM_NOISE * noise)
 
     def _set_x(self, a: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> None:
         """Set up the windowed operator with the activations ``vals`` at
