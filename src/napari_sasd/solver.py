@@ -100,6 +100,14 @@ DISCOVERY_FINAL_ONE = 100
 #: follows lambda down: 0.95x the time of 8 at 256^2 with two motifs, quality
 #: alike over the battery (45/52 seeds >= 0.99 either way).
 DISCOVERY_EARLY = 6
+#: A motif looks cut by its border (``_looks_cut``) when an outermost row
+#: holds at least ``EDGE_HEAVY`` times a row's mean energy and the opposite
+#: one at most ``EDGE_EMPTY`` times that.
+EDGE_HEAVY = 0.25
+EDGE_EMPTY = 0.05
+#: Re-centring crops a lifted motif to the window nearest its energy centroid
+#: among those that lose at most this share of its energy more than the best.
+WINDOW_LOSS = 0.005
 #: The whole image on the circular model: the pixels outside it are refilled
 #: with the model every this many iterations (two transforms; 4 and 8 measured
 #: alike at 256^2).
@@ -158,7 +166,9 @@ def solve(
     init_kernels : ndarray, optional
         Warm start: motifs of a previous result, ``(n_motifs, kh, kw)`` (or
         ``(n_motifs, C, kh, kw)``). Skips the data initialisation and most of
-        the continuation, so a re-run after changing lambda is fast.
+        the continuation, so a re-run after changing lambda is fast. A motif
+        that looks shifted and cut by its border (one outermost row or column
+        empty, the opposite one heavy) is first refined on a lifted support.
     tol : float
         Relative change of activations and motifs at which a stage stops.
     shrink : float
@@ -747,21 +757,7 @@ class _Solver:
         a, x = self.a.copy(), self.x.copy()
         moved = 0
         for n in range(len(a)):
-            e = ndimage.uniform_filter(
-                (a[n].astype(np.float64) ** 2).sum(0), size=(kh, kw), mode="constant"
-            )
-            # uniform_filter centres the window at index k//2; top-left = p - k//2.
-            e = e[kh // 2 : kh // 2 + K[0] - kh + 1, kw // 2 : kw // 2 + K[1] - kw + 1]
-            p0 = np.array(np.unravel_index(int(np.argmax(e)), e.shape))
-            # Within that window, put the energy centroid on the kernel centre
-            # ((k-1)/2), so activation peaks mark defect centres even when the
-            # motif is smaller than k and several windows hold all its energy.
-            win = (a[n, :, p0[0] : p0[0] + kh, p0[1] : p0[1] + kw].astype(np.float64) ** 2).sum(0)
-            tot = win.sum()
-            if tot > 0:
-                cy = (win.sum(1) * np.arange(kh)).sum() / tot
-                cx = (win.sum(0) * np.arange(kw)).sum() / tot
-                p0 = p0 + np.round([cy - (kh - 1) / 2, cx - (kw - 1) / 2]).astype(int)
+            p0 = _centred_window((a[n].astype(np.float64) ** 2).sum(0), (kh, kw))
             d = target - p0
             moved = max(moved, int(np.abs(d).max()))
             if d.any():
@@ -1112,7 +1108,14 @@ class _Solver:
         # the motifs fixed (half the transforms of a joint step), then the
         # joint polish. Every whole-image iteration is dear.
         direct = warm or (discover and cropped)
-        crop_joint = discover and cropped and N > 1
+        # A warm start whose motif looks cut by its border (``_looks_cut``) is
+        # refined the same way first: on the lifted support a motif given
+        # shifted and cut by a pixel (a local minimum of the k x k support)
+        # grows back its missing edge before the re-centring crop. Others go
+        # straight on (a re-run after changing lambda stays fast).
+        crop_joint = (discover and cropped and N > 1) or (
+            warm and any(_looks_cut(w) for w in p.init_kernels)
+        )
         settle = discover and not direct
         joint = [] if direct else ([lam] if settle else full)
         # Iteration budget: short early stages, a longer stage at the target
@@ -1154,12 +1157,12 @@ class _Solver:
                 wins = yield from self._joint_on_crop(wins, lam, early, final)
         elif warm:
             wins = list(p.init_kernels)
+            if crop_joint:
+                wins = yield from self._joint_on_crop(wins, lam, early, final)
         else:
             wins = first
         if direct:
-            self.b = np.zeros(C, np.float64)
-            a = np.stack([np.asarray(w, np.float32).reshape(C, kh, kw) for w in wins])
-            x = np.zeros((N, H + kh - 1, W + kw - 1), np.float32)
+            a, x = self._direct_start(wins)
         else:
             # Joint refinement of all motifs on the whole image, lifted support.
             yield from self._joint(wins, joint, early, final, settle)
@@ -1167,6 +1170,51 @@ class _Solver:
             oh, ow = (K[0] - kh) // 2, (K[1] - kw) // 2
             a = self.a[..., oh : oh + kh, ow : ow + kw]
             x = self.x[:, K[0] - kh - oh :, K[1] - kw - ow :][:, : H + kh - 1, : W + kw - 1]
+        finish = (settle_iters, polish, debias)
+        converged = yield from self._finish(lam, a, x, direct, *finish)
+        if any(_looks_cut(m) for m in self.a):
+            # A motif that ends shifted and cut by its border is a local minimum
+            # of the k x k support (method.md): refine it on the lifted support
+            # of the crop, re-centre, and finish again. A safety net: since the
+            # re-centring keeps whole motifs (``_centred_window``) it fired on
+            # none of 180 solves (256^2, 1-3 motifs of the papers' model,
+            # smooth random and STM-like shapes, clean and noisy), and it
+            # flagged each of the 12 cut motifs of 30 seeds the solver used to
+            # return on the papers' model (k = 12).
+            self.stage0 += 1 + (debias > 0)
+            self.n_stages += 2 + CROP_JOINT_MORE + 2 + (debias > 0)
+            self.total += 2 * early + final * (1 + CROP_JOINT_MORE) + sum(finish)
+            wins = yield from self._joint_on_crop(list(self.a), lam, early, final)
+            a, x = self._direct_start(wins)
+            converged = yield from self._finish(lam, a, x, True, *finish)
+        self.total = self.iteration
+        return self._result(lam, converged, params)
+
+    def _direct_start(self, wins: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """``k x k`` motifs from ``wins`` and zero activations, for :meth:`_finish`."""
+        N, C = self.p.n_motifs, self.p.n_channels
+        H, W = self.y.shape[1:]
+        kh, kw = self.k
+        self.b = np.zeros(C, np.float64)
+        a = np.stack([np.asarray(w, np.float32).reshape(C, kh, kw) for w in wins])
+        return a, np.zeros((N, H + kh - 1, W + kw - 1), np.float32)
+
+    def _finish(
+        self,
+        lam: float,
+        a: np.ndarray,
+        x: np.ndarray,
+        direct: bool,
+        settle_iters: int,
+        polish: int,
+        debias: int,
+    ) -> Generator[SolveProgress, None, bool]:
+        """The whole image on the ``k x k`` support from motifs ``a`` and
+        activations ``x`` (on the windowed grid): the activations settle first
+        when ``direct`` (motifs from a crop or a warm start), then the polish
+        and the amplitude refit."""
+        H, W = self.y.shape[1:]
+        kh, kw = self.k
         nrm = np.sqrt(np.sum(a.astype(np.float64) ** 2, axis=(1, 2, 3)))
         nrm[nrm == 0] = 1
         self.support = np.zeros((1, H + kh - 1, W + kw - 1), np.float32)
@@ -1181,15 +1229,12 @@ class _Solver:
             # transforms per joint iteration instead of 11, 0.6-0.67x its time
             # (0.93x the time of a 256^2 two-motif solve).
             self.stage0 += direct
-            converged = yield from self._finish_circular(lam, polish, debias, a, x)
-        else:
-            self._setup_op((kh, kw), a, x)
-            if direct:
-                yield from self._fixed_stage(self.stage0, lam, settle_iters, 1e-3)
-            self.stage0 += direct
-            converged = yield from self._polish(lam, polish, debias)
-        self.total = self.iteration
-        return self._result(lam, converged, params)
+            return (yield from self._finish_circular(lam, polish, debias, a, x))
+        self._setup_op((kh, kw), a, x)
+        if direct:
+            yield from self._fixed_stage(self.stage0, lam, settle_iters, 1e-3)
+        self.stage0 += direct
+        return (yield from self._polish(lam, polish, debias))
 
     def _polish(
         self, lam: float, polish: int, debias: int
@@ -1274,6 +1319,55 @@ def noise_sigma(y: np.ndarray, omega: np.ndarray | None = None) -> float:
         if resp.size:
             vals.append(np.median(np.abs(resp)) / 0.6745 / 6.0)
     return float(np.mean(vals)) if vals else 0.0
+
+
+def _looks_cut(a: np.ndarray) -> bool:
+    """Whether a ``(C, kh, kw)`` motif looks shifted and cut by its border:
+    along an axis, one outermost row (column) all but empty while the opposite
+    one is heavy, as when a pixel's shift pushed the motif's last row out.
+
+    A whole motif's outermost rows are both light (a short motif's signature
+    fades out) or both carry energy (a random one's); for the papers' random
+    motifs a ratio under ``EDGE_EMPTY`` between two rows is a chance of about
+    1e-3 per axis at k = 8 (an F(8, 8) tail), and a false alarm only costs a
+    lifted refinement.
+    """
+    e = (np.asarray(a, np.float64) ** 2).sum(0)
+    tot = e.sum()
+    if tot <= 0:
+        return False
+    for rows in (e.sum(1), e.sum(0)):
+        lo, hi = sorted((rows[0], rows[-1]))
+        if hi >= EDGE_HEAVY * tot / len(rows) and lo <= EDGE_EMPTY * hi:
+            return True
+    return False
+
+
+def _centred_window(energy: np.ndarray, k: tuple[int, int]) -> np.ndarray:
+    """Top-left corner of the ``k`` window of a lifted motif's ``energy`` map to
+    crop it to: of the windows holding all but ``WINDOW_LOSS`` of the most any
+    window holds, the one that puts the energy centroid nearest the kernel's
+    centre ((k-1)/2), so activation peaks mark defect centres.
+
+    Only near-best windows: a random (the papers' model) or asymmetric motif
+    has no centre, and moving its window by one pixel towards the centroid
+    cut a row off the whole motif (similarity about 0.96 at k = 12, 12 of 30
+    seeds of the papers' model); a motif smaller than ``k`` has several
+    windows holding all of it, and the centroid picks among them.
+    """
+    kh, kw = k
+    K = energy.shape
+    # Window sums (uniform_filter centres its window at k//2: top-left = p - k//2).
+    e = ndimage.uniform_filter(energy, size=(kh, kw), mode="constant") * (kh * kw)
+    e = e[kh // 2 : kh // 2 + K[0] - kh + 1, kw // 2 : kw // 2 + K[1] - kw + 1]
+    tot = energy.sum()
+    if tot <= 0:
+        return np.array([(K[0] - kh) // 2, (K[1] - kw) // 2])
+    cy = (energy.sum(1) * np.arange(K[0])).sum() / tot - (kh - 1) / 2
+    cx = (energy.sum(0) * np.arange(K[1])).sum() / tot - (kw - 1) / 2
+    ii, jj = np.nonzero(e >= e.max() - WINDOW_LOSS * tot)
+    best = int(np.argmin((ii - cy) ** 2 + (jj - cx) ** 2))
+    return np.array([ii[best], jj[best]])
 
 
 def _dot(a: np.ndarray, b: np.ndarray) -> float:
