@@ -16,7 +16,7 @@ too (the offset then goes through its rotation and shear).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import numpy as np
@@ -422,7 +422,29 @@ def result_layers(viewer, source: str | None, run_id: str | None = None) -> list
 
 
 def apply_layer_data(viewer, tuples: list[tuple], replace: Sequence = ()) -> list:
-    """Show layer-data tuples in ``viewer``, reusing layers from ``replace``.
+    """Show layer-data tuples in ``viewer`` at once; see :func:`iter_apply_layer_data`.
+
+    Returns
+    -------
+    list of Layer
+        The layers now showing ``tuples``, in the same order.
+    """
+    steps = iter_apply_layer_data(viewer, tuples, replace)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
+
+
+def iter_apply_layer_data(
+    viewer, tuples: list[tuple], replace: Sequence = ()
+) -> Generator[None, None, list]:
+    """Show layer-data tuples in ``viewer``, one step per ``next()``; reuse ``replace``.
+
+    Each step builds or adds one layer: napari building a layer and its
+    controls takes up to ~0.1 s, so a caller that runs one step per Qt
+    event-loop turn keeps the viewer responsive while results appear.
 
     A layer in ``replace`` with the same ``(role, motif)`` and type (and, for
     images, dimensionality) is updated in place (data, geometry, colours,
@@ -444,7 +466,9 @@ def apply_layer_data(viewer, tuples: list[tuple], replace: Sequence = ()) -> lis
     Returns
     -------
     list of Layer
-        The layers now showing ``tuples``, in the same order.
+        (as the generator's return value) The layers now showing ``tuples``,
+        in the same order. If the generator is closed before its end, the
+        layers added so far stay.
     """
     pool = {}
     for layer in replace:
@@ -459,6 +483,7 @@ def apply_layer_data(viewer, tuples: list[tuple], replace: Sequence = ()) -> lis
         old = pool.pop(key, None)
         # Built even when an old layer will be updated instead: the check.
         new = Layer.create(data, kwargs, kind)
+        yield
         if old is not None and not _can_update(old, data, kind):
             stale.append(old)
             old = None
@@ -475,8 +500,10 @@ def apply_layer_data(viewer, tuples: list[tuple], replace: Sequence = ()) -> lis
                 viewer.layers.append(new)
                 added.append(new)
                 shown.append(new)
+            yield
         for layer in stale:
-            viewer.layers.remove(layer)
+            if layer in viewer.layers:  # the user may have removed it between steps
+                viewer.layers.remove(layer)
     except Exception:
         for layer in added:
             if layer in viewer.layers:

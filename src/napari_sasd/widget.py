@@ -1,44 +1,39 @@
 """The napari dock widget: find the repeated motifs (defects) of an image layer.
 
-Everything here runs on the main thread; the solve itself runs in a napari
-worker thread (:mod:`napari_sasd.worker`) and talks back through Qt signals.
+The thin assembly of the dock's parts (:mod:`napari_sasd._qt`: inputs,
+parameters, gallery, histogram, spectra) with the run logic. Everything here
+runs on the main thread; the solve itself runs in a napari worker thread
+(:mod:`napari_sasd.worker`) and talks back through Qt signals. Results are
+shown over several event-loop turns (one layer or one plot per turn), so the
+viewer never stalls while they arrive.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import (
-    CheckBox,
-    ComboBox,
-    Container,
-    FloatSlider,
-    FloatSpinBox,
-    Label,
-    PushButton,
-    SpinBox,
-)
-from qtpy.QtCore import Qt, Signal
-from qtpy.QtGui import QImage, QPixmap
-from qtpy.QtWidgets import (
-    QFileDialog,
-    QGridLayout,
-    QLabel,
-    QProgressBar,
-    QVBoxLayout,
-    QWidget,
-)
+from magicgui.widgets import CheckBox, Container, FloatSlider, Label, PushButton
+from qtpy.QtCore import QTimer, Signal
+from qtpy.QtWidgets import QFileDialog, QProgressBar, QTabWidget, QVBoxLayout, QWidget
 
+from ._qt.gallery import MotifGallery
+from ._qt.histogram import HistogramPanel
+from ._qt.inputs import InputsPanel
+from ._qt.inputs import camera as _camera  # noqa: F401 (kept importable from here)
+from ._qt.parameters import ParametersPanel
+from ._qt.spectra import FourierPanel, SpectraPanel
 from .flatten import flatten
 from .layers import (
     META_KEY,
-    apply_layer_data,
     defects_layer_data,
+    iter_apply_layer_data,
     motif_color,
-    pixel_to_world,
     plane_transform,
     region_geometry,
     result_layer_data,
@@ -47,22 +42,11 @@ from .layers import (
 )
 from .peaks import default_threshold, find_defects, motif_thresholds
 from .result import SolveProgress, SolveResult
-from .settings import LIMITS, load_settings, save_settings
+from .settings import load_settings, save_settings
+from .spectra import MotifSpectra, motif_spectra
 from .worker import SolveRunner
 
-REGION_CHOICES = [
-    ("Whole image", "whole"),
-    ("Rectangle in a Shapes layer", "shapes"),
-    ("Current field of view", "view"),
-]
-STACK_CHOICES = [
-    ("Spectroscopy cube (energies share positions)", "cube"),
-    ("Current slice only", "slice"),
-]
-MASK_MODE_CHOICES = [
-    ("are left out", "exclude"),
-    ("are the only ones analysed", "include"),
-]
+__all__ = ["SasdWidget", "layer_sweep"]
 
 
 @dataclass
@@ -74,59 +58,32 @@ class RunContext:
     image: np.ndarray
     key: tuple
     seed: int
+    mask: np.ndarray | None = None
+    started: float = field(default_factory=time.perf_counter)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
-class MotifGallery(QWidget):
-    """A row of small motif thumbnails with a caption each (count of copies)."""
+def layer_sweep(layer) -> tuple[np.ndarray, str, str]:
+    """``(values, label, unit)`` of a cube layer's first (sweep) axis.
 
-    def __init__(self, parent: QWidget | None = None, size: int = 64) -> None:
-        super().__init__(parent)
-        self._size = size
-        self._grid = QGridLayout(self)
-        self._grid.setContentsMargins(0, 0, 0, 0)
-        self.images: list[QLabel] = []
-        self.captions: list[QLabel] = []
-
-    def set_motifs(self, kernels: np.ndarray, counts: np.ndarray | None = None) -> None:
-        """Show ``kernels`` ``(N, kh, kw)`` or ``(N, C, kh, kw)``; ``counts`` per motif."""
-        n = len(kernels)
-        while len(self.images) > n:
-            for w in (self.images.pop(), self.captions.pop()):
-                self._grid.removeWidget(w)
-                w.deleteLater()
-        while len(self.images) < n:
-            i = len(self.images)
-            img, cap = QLabel(), QLabel()
-            img.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            img.setFixedSize(self._size + 8, self._size + 8)
-            cap.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            cap.setMinimumHeight(2 * cap.fontMetrics().height() + 4)
-            img.setStyleSheet(f"border: 2px solid {motif_color(i)};")
-            self._grid.addWidget(img, 0, i)
-            self._grid.addWidget(cap, 1, i)
-            self.images.append(img)
-            self.captions.append(cap)
-        for i, k in enumerate(kernels):
-            self.images[i].setPixmap(_kernel_pixmap(np.asarray(k), self._size))
-            text = f"Motif {i + 1}"
-            if counts is not None:
-                text += f"\n{int(counts[i])} copies"
-            self.captions[i].setText(text)
-
-
-def _kernel_pixmap(k: np.ndarray, size: int) -> QPixmap:
-    # Channels side by side; zero is mid-grey so dips and bumps both show.
-    if k.ndim == 3:
-        k = np.concatenate(list(k), axis=1)
-    lim = float(np.abs(k).max()) or 1.0
-    g = np.ascontiguousarray(np.clip(127.5 + 127.5 * k / lim, 0, 255).astype(np.uint8))
-    h, w = g.shape
-    qimg = QImage(g.data, w, h, w, QImage.Format.Format_Grayscale8).copy()
-    scale = max(1, size // max(h, 1))
-    return QPixmap.fromImage(qimg).scaled(
-        w * scale, h * scale, transformMode=Qt.TransformationMode.FastTransformation
-    )
+    From the reader's metadata (``sweep``, ``sweep_label``, ``sweep_unit``),
+    the sample cube's ``energies_mV``, else the layer's own axis: ``translate
+    + scale * index`` with its axis label and unit (``"index"`` when the axis
+    has no physical unit).
+    """
+    meta = layer.metadata or {}
+    n = int(np.shape(layer.data[0] if layer.multiscale else layer.data)[0])
+    if meta.get("sweep") is not None and len(meta["sweep"]) == n:
+        label = meta.get("sweep_label") or "sweep"
+        return np.asarray(meta["sweep"], float), label, meta.get("sweep_unit", "")
+    if meta.get("energies_mV") is not None and len(meta["energies_mV"]) == n:
+        return np.asarray(meta["energies_mV"], float), "Bias", "mV"
+    unit = str(layer.units[0]) if getattr(layer, "units", None) is not None else "pixel"
+    label = str(layer.axis_labels[0]) if getattr(layer, "axis_labels", None) else "axis 0"
+    values = float(layer.translate[0]) + float(layer.scale[0]) * np.arange(n)
+    if unit in ("pixel", "px", ""):
+        return values, "channel", ""
+    return values, label, {"volt": "V", "millivolt": "mV"}.get(unit, unit)
 
 
 class SasdWidget(QWidget):
@@ -139,8 +96,8 @@ class SasdWidget(QWidget):
 
     Notes
     -----
-    ``run_finished`` is emitted once per run, after the result layers are
-    shown, with ``"done"``, ``"cancelled"`` or ``"error"``.
+    ``run_finished`` is emitted once per run, after the result layers and
+    plots are shown, with ``"done"``, ``"cancelled"`` or ``"error"``.
     """
 
     run_finished = Signal(str)
@@ -151,130 +108,30 @@ class SasdWidget(QWidget):
         self.runner: SolveRunner | None = None
         self.result: SolveResult | None = None
         self.context: RunContext | None = None
+        self.spectra: MotifSpectra | None = None
         self._pending: RunContext | None = None
         self._points = None  # defects layer of the last result
         self._last_run: dict[int, str] = {}  # id(source layer) -> run_id of its layers
-        self._info_layer = None  # the image layer _on_image_changed last described
+        self._steps: Generator[None, None, None] | None = None  # results being shown
+        self._deferred: str | None = None  # the worker's final state, while showing
+        self._show_failed = False
+        self._peaks = None  # every local maximum of the last result's maps
         s = load_settings()
 
-        # --- input ---------------------------------------------------------
-        self._image = ComboBox(
-            label="Image",
-            choices=self._image_choices,
-            nullable=True,
-            tooltip="The image (topograph, current map or spectroscopy cube) to search.",
-        )
-        self._info = Label(value="")
-        self._stack = ComboBox(
-            label="3-D stack",
-            choices=STACK_CHOICES,
-            value=s["stack_mode"],
-            tooltip="Spectroscopy cube: all energies share one map of defect positions, each "
-            "motif has a signature per energy.\nCurrent slice: analyse only the slice shown.",
-        )
-        self._region = ComboBox(
-            label="Region",
-            choices=REGION_CHOICES,
-            value=s["region_mode"],
-            tooltip="Which part of the image to analyse. Rectangle: the selected (or last) "
-            "shape of a Shapes layer.\nField of view: what is visible in the canvas now.",
-        )
-        self._shapes = ComboBox(
-            label="Shapes layer",
-            choices=self._shapes_choices,
-            nullable=True,
-            tooltip="Shapes layer holding the rectangle to analyse.",
-        )
-        self._mask = ComboBox(
-            label="Mask (Labels)",
-            choices=self._labels_choices,
-            nullable=True,
-            tooltip="Optional Labels layer marking pixels to leave out (e.g. a step edge, a "
-            "tip change, a big adsorbate).\nPainted pixels (label > 0) are left out, or, with "
-            "'are the only ones analysed', only they are used.",
-        )
-        self._mask_mode = ComboBox(
-            label="Labelled pixels",
-            choices=MASK_MODE_CHOICES,
-            value=s["mask_mode"],
-            tooltip="label > 0 means 'leave out' (default) or 'analyse only these'.",
-        )
-        self._flatten = CheckBox(
-            text="Flatten (plane + scan lines)",
-            value=s["flatten"],
-            tooltip="Remove a tilted plane and per-scan-line offsets before searching.",
-        )
-        # --- parameters ----------------------------------------------------
-        self._k = SpinBox(
-            label="Motif size (px)",
-            min=LIMITS["kernel_size"][0],
-            max=LIMITS["kernel_size"][1],
-            value=s["kernel_size"],
-            tooltip="Height and width of a motif in pixels: a bit larger than one defect "
-            "signature, including its halo.",
-        )
-        self._n = SpinBox(
-            label="Number of motifs",
-            min=LIMITS["n_motifs"][0],
-            max=LIMITS["n_motifs"][1],
-            value=s["n_motifs"],
-            tooltip="How many different kinds of defect to look for.",
-        )
-        self._auto_lam = CheckBox(
-            text="Automatic sparsity (λ)",
-            value=s["auto_lam"],
-            tooltip="Let the solver choose λ; the value it used is shown after the run.",
-        )
-        self._lam = FloatSpinBox(
-            label="λ (sparsity)",
-            min=LIMITS["lam"][0],
-            max=LIMITS["lam"][1],
-            step=0.01,
-            value=s["lam"],
-            enabled=not s["auto_lam"],
-            tooltip="Larger λ: fewer, stronger copies are kept (sparser maps); smaller: more "
-            "faint copies, more noise. Normalised units, so a value carries over between images.",
-        )
-        # Qt's default 2 decimals round a small automatic lambda (copied here
-        # after a run) and the minimum to 0.00, which the solver refuses.
-        self._lam.native.setDecimals(4)
-        self._lam.min = LIMITS["lam"][0]
-        self._lam.value = s["lam"]
-        self._lam_used = Label(value="")
-        self._positive = CheckBox(
-            text="Non-negative activations",
-            value=s["positive"],
-            tooltip="Each copy adds the motif with a positive amplitude (usual for defects). "
-            "Untick if the same defect can appear inverted.",
-        )
-        self._recon = CheckBox(
-            text="Reconstruction and residual layers",
-            value=s["with_reconstruction"],
-            tooltip="Also show the image rebuilt from the motifs, and what is left over.",
-        )
-        self._keep = CheckBox(
-            text="Keep previous results",
-            value=s["keep_previous"],
-            tooltip="Add new result layers instead of replacing the last ones of this image.",
-        )
-        self._max_iter = SpinBox(
-            label="Iteration budget",
-            min=LIMITS["max_iter"][0],
-            max=LIMITS["max_iter"][1],
-            step=50,
-            value=s["max_iter"],
-            tooltip="Maximum number of iterations (0 = the solver's default). Lower it for a "
-            "quick look, raise it if the motifs still look noisy.",
-        )
-        self._seed = SpinBox(
-            label="Random seed",
-            min=LIMITS["seed"][0],
-            max=LIMITS["seed"][1],
-            value=s["seed"],
-            tooltip="Seed of the random start: the same seed gives the same result.",
-        )
+        self.inputs = InputsPanel(self.viewer, s)
+        self.parameters = ParametersPanel(s)
+        # Short names for the controls (tests and settings use them).
+        i, p = self.inputs, self.parameters
+        self._image, self._info, self._stack = i.image, i.info, i.stack
+        self._region, self._shapes, self._mask = i.region, i.shapes, i.mask
+        self._mask_mode, self._flatten = i.mask_mode, i.flatten
+        self._k, self._n, self._auto_lam, self._lam = p.k, p.n, p.auto_lam, p.lam
+        self._lam_used, self._positive, self._recon = p.lam_used, p.positive, p.recon
+        self._keep, self._max_iter, self._seed = p.keep, p.max_iter, p.seed
+
         self._run = PushButton(text="Run", tooltip="Start the search (click again to cancel).")
         self._status = Label(value="")
+        self._status.native.setWordWrap(True)
         self._threshold = FloatSlider(
             label="Detection threshold",
             min=0.0,
@@ -294,128 +151,55 @@ class SasdWidget(QWidget):
         self._save = PushButton(
             text="Save bundle…",
             enabled=False,
-            tooltip="Save motifs, maps, defects and parameters of the last result to a folder.",
+            tooltip="Save motifs, maps, defects, parameters and pictures (quick look; spectra "
+            "for a cube) of the last result to a folder.",
         )
-
-        self._inputs = Container(
-            widgets=[
-                self._image,
-                self._info,
-                self._stack,
-                self._region,
-                self._shapes,
-                self._mask,
-                self._mask_mode,
-                self._flatten,
-                self._k,
-                self._n,
-                self._auto_lam,
-                self._lam,
-                self._lam_used,
-                self._positive,
-                self._recon,
-                self._keep,
-            ],
-            labels=True,
-        )
-        self._advanced = Container(widgets=[self._max_iter, self._seed], labels=True)
         self._outputs = Container(widgets=[self._threshold, self._per_motif], labels=True)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.progress.setTextVisible(False)
         self.gallery = MotifGallery()
-        for lab in (self._info, self._lam_used, self._status):
-            lab.native.setWordWrap(True)
-
-        from superqt import QCollapsible
-
-        self._collapsible = QCollapsible("Advanced")
-        self._collapsible.addWidget(self._advanced.native)
+        self.histogram = HistogramPanel()
+        self.spectra_panel = SpectraPanel()
+        self.fourier = FourierPanel()
+        self.plots = QTabWidget()
+        self.plots.addTab(self.spectra_panel, "Spectra")
+        self.plots.addTab(self.fourier, "Fourier")
+        self.plots.addTab(self.histogram, "Amplitudes")
+        self.plots.setCurrentWidget(self.histogram)
+        self._set_cube_tabs(False)
 
         lay = QVBoxLayout(self)
-        lay.addWidget(self._inputs.native)
-        lay.addWidget(self._collapsible)
+        lay.addWidget(self.inputs)
+        lay.addWidget(self.parameters)
         lay.addWidget(self._run.native)
         lay.addWidget(self.progress)
         lay.addWidget(self._status.native)
         lay.addWidget(self.gallery)
         lay.addWidget(self._outputs.native)
+        lay.addWidget(self.plots)
         lay.addWidget(self._save.native)
         lay.addStretch(1)
 
-        self._image.changed.connect(self._on_image_changed)
-        self._region.changed.connect(self._update_visibility)
-        self._mask.changed.connect(self._update_visibility)
-        self._auto_lam.changed.connect(lambda v: setattr(self._lam, "enabled", not v))
         self._run.changed.connect(self._on_run_clicked)
         self._threshold.changed.connect(self._on_threshold)
         self._per_motif.changed.connect(self._on_threshold)
         self._per_motif.changed.connect(lambda *_: save_settings(self._values()))
         self._save.changed.connect(self._on_save)
+        self.plots.currentChanged.connect(lambda *_: self._on_dims())
+        self.viewer.dims.events.current_step.connect(self._on_dims)
         ev = self.viewer.layers.events
         for e in (ev.inserted, ev.removed, ev.reordered, ev.renamed):
             e.connect(self.reset_choices)
         self.reset_choices()
-
-    # --- layer choices ---------------------------------------------------------
-    def _layers_of(self, kind: str) -> list[tuple[str, Any]]:
-        import napari.layers
-
-        cls = getattr(napari.layers, kind)
-        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, cls)]
-
-    def _image_choices(self, _w=None):
-        # Result layers are images too, but searching them makes no sense.
-        return [(n, lay) for n, lay in self._layers_of("Image") if META_KEY not in lay.metadata]
-
-    def _shapes_choices(self, _w=None):
-        return self._layers_of("Shapes")
-
-    def _labels_choices(self, _w=None):
-        return self._layers_of("Labels")
-
-    def reset_choices(self, *_: Any) -> None:
-        """Refresh the layer pickers (called on layer insert/remove/rename)."""
-        self._inputs.reset_choices()
-        if self._image.value is None:
-            choices = self._image_choices()
-            if choices:
-                self._image.value = choices[-1][1]
-        self._on_image_changed()
+        # The first Points layer makes napari import pandas (~0.2 s): do it
+        # now, off the main thread, rather than while results arrive.
+        threading.Thread(target=_warm_imports, daemon=True).start()
 
     # --- state -----------------------------------------------------------------
-    def _on_image_changed(self, *_: Any) -> None:
-        layer = self._image.value
-        # Called on every layer event too (reset_choices): only a newly picked
-        # layer may turn flattening on, so a user's unticking sticks.
-        picked = layer is not None and layer is not self._info_layer
-        self._info_layer = layer
-        msg = ""
-        if layer is not None:
-            shape = tuple(layer.data[0].shape if layer.multiscale else layer.data.shape)
-            if layer.rgb:
-                msg = "RGB image: convert it to one channel first (right-click > Split RGB)."
-            elif layer.ndim == 2:
-                msg = f"{shape[0]} × {shape[1]} image"
-            elif layer.ndim == 3:
-                msg = f"stack of {shape[0]} × {shape[1]} × {shape[2]}"
-            else:
-                msg = f"{layer.ndim}-D data: only 2-D images and 3-D stacks are supported."
-            if _is_stm_scan(layer) and not layer.rgb and layer.ndim in (2, 3):
-                # Raw STM scans carry a tilt and scan-line offsets; unflattened,
-                # the FeSe test scan gave motifs that were mostly the tilt.
-                if picked:
-                    self._flatten.value = True
-                if self._flatten.value:
-                    msg += " (STM scan: flattening on)"
-        self._info.value = msg
-        self._update_visibility()
-
-    def _update_visibility(self, *_: Any) -> None:
-        layer = self._image.value
-        self._stack.visible = layer is not None and layer.ndim == 3 and not layer.rgb
-        self._shapes.visible = self._region.value == "shapes"
-        self._mask_mode.visible = self._mask.value is not None
+    def reset_choices(self, *_: Any) -> None:
+        """Refresh the layer pickers (called on layer insert/remove/rename)."""
+        self.inputs.reset_choices()
 
     def _values(self) -> dict[str, Any]:
         return {
@@ -435,102 +219,27 @@ class SasdWidget(QWidget):
             "threshold_per_motif": bool(self._per_motif.value),
         }
 
-    # --- geometry ----------------------------------------------------------------
-    def _world_point(self, p: np.ndarray) -> np.ndarray:
-        # Pad a point with fewer axes than the viewer with the current dims position.
-        p = np.asarray(p, float)
-        point = np.asarray(self.viewer.dims.point, float)
-        if len(p) < len(point):
-            p = np.concatenate([point[: len(point) - len(p)], p])
-        return p
+    def _set_enabled(self, on: bool) -> None:
+        self.inputs.container.enabled = on
+        self.parameters.set_enabled(on)
 
-    def _to_pixels(self, layer, world_pts: np.ndarray) -> np.ndarray:
-        """World points -> (row, col) in ``layer``'s data, ``(M, 2)``."""
-        return np.array(
-            [np.asarray(layer.world_to_data(self._world_point(w)))[-2:] for w in world_pts]
-        )
+    def _set_cube_tabs(self, on: bool) -> None:
+        for w in (self.spectra_panel, self.fourier):
+            self.plots.setTabEnabled(self.plots.indexOf(w), on)
 
+    # --- geometry (the inputs panel does it) -------------------------------------
     def region_for(self, layer) -> tuple[int, int, int, int]:
-        """``(y0, x0, y1, x1)`` in ``layer``'s pixels chosen by the Region control.
-
-        Raises
-        ------
-        ValueError
-            With a message for the user (no rectangle, region outside the image).
-        """
-        H, W = layer.data.shape[-2:] if not layer.multiscale else layer.data[0].shape[-2:]
-        mode = self._region.value
-        if mode == "whole":
-            return 0, 0, int(H), int(W)
-        if mode == "shapes":
-            shapes = self._shapes.value
-            if shapes is None or len(shapes.data) == 0:
-                raise ValueError("Draw a rectangle in a Shapes layer and pick that layer.")
-            sel = sorted(shapes.selected_data)
-            verts = np.asarray(shapes.data[sel[-1] if sel else -1], float)
-            world = np.array([shapes.data_to_world(v) for v in verts])
-        else:
-            cam = _camera(self.viewer)
-            zoom = float(cam.zoom)
-            ch, cw = self._canvas_size()
-            cy, cx = np.asarray(cam.center, float)[-2:]
-            hy, hx = ch / (2 * zoom), cw / (2 * zoom)
-            world = np.array(
-                [[cy - hy, cx - hx], [cy - hy, cx + hx], [cy + hy, cx - hx], [cy + hy, cx + hx]]
-            )
-        px = self._to_pixels(layer, world)
-        lo, hi = px.min(0), px.max(0)
-        # Shape corners sit on pixel edges (pixel i spans i - 0.5 .. i + 0.5).
-        y0, x0 = (int(v) for v in np.clip(np.floor(lo + 0.5), 0, [H, W]))
-        y1, x1 = (int(v) for v in np.clip(np.floor(hi + 0.5), 0, [H, W]))
-        if y1 - y0 < 1 or x1 - x0 < 1:
-            raise ValueError("The chosen region does not overlap the image.")
-        return y0, x0, y1, x1
+        """``(y0, x0, y1, x1)`` in ``layer``'s pixels chosen by the Region control."""
+        return self.inputs.region_for(layer)
 
     def _canvas_size(self) -> tuple[int, int]:
-        """``(height, width)`` of the viewer's canvas in screen pixels."""
-        # napari 0.9 has no public canvas size, and its private one is going
-        # away (FutureWarning); the canvas is the largest OpenGL widget of the
-        # window this dock widget sits in, found with Qt's public API.
-        from qtpy.QtOpenGLWidgets import QOpenGLWidget
-
-        gls = self.window().findChildren(QOpenGLWidget)
-        if gls:
-            g = max(gls, key=lambda g: g.width() * g.height())
-            return int(g.height()), int(g.width())
-        # Not docked in the viewer's window (a widget made on its own).
-        h, w = self.viewer.window._qt_viewer.canvas.size  # napari gives (height, width)
-        return int(h), int(w)
+        return self.inputs.canvas_size()
 
     def _plane_index(self, layer) -> tuple[int, ...]:
-        """Indices of the displayed plane along ``layer``'s leading axes."""
-        d = layer.world_to_data(self._world_point(np.asarray(self.viewer.dims.point)))
-        lead = np.shape(layer.data)[:-2]
-        return tuple(int(np.clip(np.round(v), 0, n - 1)) for v, n in zip(d, lead, strict=False))
+        return self.inputs.plane_index(layer)
 
     def _mask_for(self, layer, region) -> np.ndarray | None:
-        """Boolean ``(h, w)`` (True = analysed) from the Labels layer, or None."""
-        labels = self._mask.value
-        if labels is None:
-            return None
-        y0, x0, y1, x1 = region
-        # Nearest labels pixel of each region pixel, through world coordinates
-        # (scale, translate, rotation, shear, affine), so a Labels layer of
-        # another size, or one not rotated with the image, still fits.
-        to_labels = np.linalg.inv(pixel_to_world(labels)) @ pixel_to_world(layer)
-        yy, xx = np.mgrid[y0:y1, x0:x1]
-        lin, off = to_labels[:2, :2], to_labels[:2, 2]
-        rows = np.round(lin[0, 0] * yy + lin[0, 1] * xx + off[0]).astype(int)
-        cols = np.round(lin[1, 0] * yy + lin[1, 1] * xx + off[1]).astype(int)
-        data = labels.data
-        if data.ndim > 2:  # the plane on display
-            data = data[self._plane_index(labels)]
-        data = np.asarray(data)
-        lh, lw = data.shape[-2:]
-        inside = (rows >= 0) & (rows < lh) & (cols >= 0) & (cols < lw)
-        lab = data[np.clip(rows, 0, lh - 1), np.clip(cols, 0, lw - 1)] > 0
-        lab &= inside
-        return ~lab if self._mask_mode.value == "exclude" else lab
+        return self.inputs.mask_for(layer, region)
 
     # --- run -------------------------------------------------------------------
     def prepare(self) -> tuple[np.ndarray, dict[str, Any], RunContext]:
@@ -602,13 +311,15 @@ class SasdWidget(QWidget):
         # the threshold) changed -> start from the previous motifs.
         if self.result is not None and self.context is not None and self.context.key == key:
             kwargs["init_kernels"] = self.result.kernels
-        ctx = RunContext(source=layer, region=region, image=img, key=key, seed=v["seed"])
+        ctx = RunContext(
+            source=layer, region=region, image=img, key=key, seed=v["seed"], mask=mask
+        )
         return img, kwargs, ctx
 
     def _on_run_clicked(self, *_: Any) -> None:
         if self.runner is not None and self.runner.running:
             self.cancel()
-        else:
+        elif self._steps is None:  # not while the last results are still appearing
             self.run()
 
     def run(self) -> bool:
@@ -621,7 +332,7 @@ class SasdWidget(QWidget):
         """
         from napari.utils.notifications import show_error
 
-        if self.runner is not None and self.runner.running:
+        if (self.runner is not None and self.runner.running) or self._steps is not None:
             return False
         save_settings(self._values())
         try:
@@ -643,8 +354,7 @@ class SasdWidget(QWidget):
         self.runner = runner
         self._pending = ctx
         self._run.text = "Cancel"
-        self._inputs.enabled = False
-        self._advanced.enabled = False
+        self._set_enabled(False)
         self.progress.setValue(0)
         warm = " (from the previous motifs)" if "init_kernels" in kwargs else ""
         self._status.value = f"Searching{warm}…"
@@ -674,6 +384,27 @@ class SasdWidget(QWidget):
             show_warning(f"napari-sasd: '{ctx.source.name}' was removed; results discarded.")
             self._status.value = "Source layer removed during the run: results discarded."
             return
+        self._status.value = "Showing the results…"
+        self._steps = self._show(result, ctx)
+        self._show_failed = False
+        QTimer.singleShot(0, self._step)
+
+    def _step(self) -> None:
+        """Run one step of showing a result, then give the event loop a turn."""
+        if self._steps is None:
+            return
+        try:
+            next(self._steps)
+        except StopIteration:
+            self._steps = None
+            if self._deferred is not None:
+                state, self._deferred = self._deferred, None
+                self._finish(state)
+            return
+        QTimer.singleShot(0, self._step)
+
+    def _show(self, result: SolveResult, ctx: RunContext) -> Generator[None, None, None]:
+        """Show a result, one layer or plot per step (see :meth:`_step`)."""
         acts = result.activations
         top = float(acts.max(initial=0.0))
         rel = default_threshold(acts) / top if top > 0 else 0.0
@@ -681,11 +412,10 @@ class SasdWidget(QWidget):
             self._threshold.value = round(min(max(rel, 0.0), 1.0), 2)
         defects = find_defects(acts, self._threshold.value, relative=True)
         layer = ctx.source
-        src = layer.name
         tuples = result_layer_data(
             result,
             defects,
-            source=src,
+            source=layer.name,
             region=ctx.region,
             scale=layer.scale,
             translate=layer.translate,
@@ -704,10 +434,12 @@ class SasdWidget(QWidget):
             replace = []
         else:
             replace = result_layers(self.viewer, None, prev)
+        yield
         try:
-            shown = apply_layer_data(self.viewer, tuples, replace)
+            shown = yield from iter_apply_layer_data(self.viewer, tuples, replace)
         except Exception as exc:  # napari rejected a layer: the viewer is unchanged
             self._on_error(exc)
+            self._show_failed = True
             return
         self.result, self.context = result, ctx
         self._last_run[id(layer)] = ctx.run_id
@@ -720,6 +452,82 @@ class SasdWidget(QWidget):
             with self._lam.changed.blocked():
                 self._lam.value = float(np.clip(result.lam, self._lam.min, self._lam.max))
         self._save.enabled = True
+        yield
+        # Every local maximum: the candidates the threshold splits.
+        self._peaks = find_defects(acts, 0.0)
+        self.histogram.set_peaks(
+            self._peaks.amplitude,
+            self._peaks.motif,
+            np.atleast_1d(self._thresholds(result)["threshold"]),
+            result.n_motifs,
+            [motif_color(n) for n in range(result.n_motifs)],
+        )
+        yield
+        cube = result.kernels.ndim == 4
+        self._set_cube_tabs(cube)
+        if cube:
+            self._update_spectra(defects)
+            yield
+            self.fourier.set_result(
+                result.kernels,
+                self._measured(ctx),
+                [motif_color(n) for n in range(result.n_motifs)],
+                self.spectra.energies if self.spectra is not None else None,
+            )
+            self.plots.setCurrentWidget(self.spectra_panel)
+        else:
+            self.spectra = None
+            self.spectra_panel.clear()
+            self.fourier.clear()
+            self.plots.setCurrentWidget(self.histogram)
+
+    def _measured(self, ctx: RunContext) -> np.ndarray:
+        """The measured (unflattened) cube of the region, NaN where left out."""
+        layer = ctx.source
+        data = layer.data[0] if layer.multiscale else layer.data
+        y0, x0, y1, x1 = ctx.region
+        cube = np.asarray(data[:, y0:y1, x0:x1], dtype=float)
+        if ctx.mask is not None:
+            cube = np.where(ctx.mask[None], cube, np.nan)
+        return cube
+
+    def _update_spectra(self, defects) -> None:
+        """Spectra of the last cube result at the current threshold."""
+        if self.result is None or self.context is None or self.result.kernels.ndim != 4:
+            return
+        values, label, unit = layer_sweep(self.context.source)
+        self.spectra = motif_spectra(
+            self.result.kernels,
+            defects,
+            self._measured(self.context),
+            values,
+            label=label,
+            unit=unit,
+        )
+        colors = [motif_color(n) for n in range(self.result.n_motifs)]
+        self.spectra_panel.set_spectra(self.spectra, colors, self._current_energy()[1])
+
+    def _current_energy(self) -> tuple[int, float | None]:
+        """(channel index, sweep value) the viewer shows for the last cube result."""
+        if self.context is None or self.spectra is None:
+            return 0, None
+        layer = self.context.source
+        try:
+            i = self._plane_index(layer)[0]
+        except Exception:  # the source is gone or not a stack any more
+            return 0, None
+        i = int(np.clip(i, 0, len(self.spectra.energies) - 1))
+        return i, float(self.spectra.energies[i])
+
+    def _on_dims(self, *_: Any) -> None:
+        if self.spectra is None:
+            return
+        i, value = self._current_energy()
+        if value is not None:
+            self.spectra_panel.set_current(value)
+        if self.plots.currentWidget() is self.fourier and self.fourier.index != i:
+            s = self.spectra
+            self.fourier.show_energy(i, f"{s.label} = {s.energies[i]:.4g} {s.unit}".rstrip())
 
     def _on_error(self, exc: Exception) -> None:
         from napari.utils.notifications import show_error
@@ -728,14 +536,24 @@ class SasdWidget(QWidget):
         show_error(f"napari-sasd: the search failed: {exc}")
 
     def _on_finished(self, state: str) -> None:
+        if self._steps is not None:  # results still appearing: finish after them
+            self._deferred = state
+            return
+        self._finish(state)
+
+    def _finish(self, state: str) -> None:
+        if self._show_failed:
+            state, self._show_failed = "error", False
         self._run.text = "Run"
-        self._inputs.enabled = True
-        self._advanced.enabled = True
-        if state == "done" and self.result is not None:
-            r = self.result
-            self.progress.setValue(1000)
-            conv = "converged" if r.converged else "iteration budget reached"
-            self._status.value = f"Done: {r.n_iter} iterations ({conv})."
+        self._set_enabled(True)
+        ctx = self._pending
+        if state == "done" and self.result is not None and ctx is not None:
+            if self.context is ctx:
+                r = self.result
+                self.progress.setValue(1000)
+                self._status.value = _done_message(r, self.current_defects(), ctx.started)
+                conv = "converged" if r.converged else "stopped at the iteration budget"
+                self._status.native.setToolTip(f"{r.n_iter} iterations, {conv}.")
         elif state in ("cancelled", "error"):
             self.progress.setValue(0)
             if state == "cancelled":
@@ -781,6 +599,8 @@ class SasdWidget(QWidget):
             return
         defects = self.current_defects()
         self._refresh_gallery(defects)
+        self.histogram.set_thresholds(np.atleast_1d(self._thresholds()["threshold"]))
+        self._update_spectra(defects)
         if self._points is None or self._points not in self.viewer.layers:
             return
         ctx, layer = self.context, self.context.source
@@ -814,27 +634,45 @@ class SasdWidget(QWidget):
                 return None
         try:
             from .bundle import save_bundle
+            from .nanonis import sweep_record
+            from .quicklook import bundle_pictures
 
             layer, ctx = self.context.source, self.context
             thresholds = self._thresholds()
             cube = self.result.kernels.ndim == 4
             nd = 3 if cube else 2
+            defects = self.current_defects()
+            colors = [motif_color(n) for n in range(self.result.n_motifs)]
+            extra: dict[str, Any] = {}
+            if cube and self.spectra is not None:
+                sw = self.spectra
+                extra["sweep"] = sweep_record(sw.energies, sw.label, sw.unit)
+            pictures = bundle_pictures(
+                ctx.image,
+                defects,
+                self.result.kernels,
+                colors=colors,
+                spectra=self.spectra if cube else None,
+                title=layer.name,
+            )
             out = save_bundle(
                 path,
                 self.result,
-                defects=self.current_defects(),
+                defects=defects,
                 source=layer.name,
                 source_path=getattr(layer.source, "path", None),
                 region=ctx.region,
                 scale=tuple(float(v) for v in layer.scale[-nd:]),
                 translate=tuple(float(v) for v in layer.translate[-nd:]),
-                colors=[motif_color(n) for n in range(self.result.n_motifs)],
+                colors=colors,
                 threshold=thresholds["threshold"],
                 extra={
                     "threshold_relative": thresholds["threshold_relative"],
                     "threshold_per_motif": bool(self._per_motif.value),
                     **plane_transform(layer),
+                    **extra,
                 },
+                extra_files=pictures,
             )
         except Exception as exc:
             show_error(f"napari-sasd: could not save the bundle: {exc}")
@@ -848,15 +686,22 @@ class SasdWidget(QWidget):
         super().closeEvent(event)
 
 
-def _camera(viewer):
-    """The viewer's camera: ``viewer.scene.camera`` since napari 0.9 (where
-    ``viewer.camera`` is deprecated), ``viewer.camera`` before."""
-    scene = getattr(viewer, "scene", None)
-    return getattr(scene, "camera", None) or viewer.camera
+def _done_message(result: SolveResult, defects, started: float) -> str:
+    """What a finished run found, in the user's terms."""
+    n = result.n_motifs
+    total = len(defects)
+    per = defects.counts(n)
+    split = f" ({' + '.join(str(int(c)) for c in per)})" if n > 1 else ""
+    secs = time.perf_counter() - started
+    return (
+        f"Done in {secs:.1f} s: {n} motif{'s' * (n != 1)}, "
+        f"{total} defect{'s' * (total != 1)}{split}."
+    )
 
 
-def _is_stm_scan(layer) -> bool:
-    """Whether a layer was read from an instrument scan (Nanonis .sxm/.3ds)."""
-    meta = getattr(layer, "metadata", {}) or {}
-    path = str(meta.get("source_path") or getattr(layer.source, "path", "") or "")
-    return "scan_direction" in meta or path.lower().endswith((".sxm", ".3ds"))
+def _warm_imports() -> None:
+    try:
+        import napari.layers.utils.layer_utils  # noqa: F401
+        import pandas  # noqa: F401
+    except Exception:  # only a head start; the main thread imports it anyway
+        pass

@@ -1,0 +1,69 @@
+"""Peak amplitudes per motif, with the detection threshold that splits them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
+
+from ..quicklook import BG, draw_histogram
+
+
+class HistogramPanel(QWidget):
+    """A matplotlib canvas (Qt backend) with one step histogram per motif.
+
+    Every local maximum of the activation maps is a candidate; those right of
+    the threshold line are the defects shown. The line follows the slider
+    (:meth:`set_thresholds`) without recomputing the histogram.
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(3.6, 2.4), facecolor=BG)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(190)
+        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.ax = self.figure.add_subplot()
+        self.lines: list = []
+        self.n_motifs = 0
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.canvas)
+
+    def set_peaks(
+        self,
+        amplitudes: np.ndarray,
+        motif: np.ndarray,
+        thresholds: Sequence[float],
+        n_motifs: int,
+        colors: Sequence[str] | None = None,
+    ) -> None:
+        """Draw the histograms of a new result and its threshold lines."""
+        self.n_motifs = n_motifs
+        self.lines = draw_histogram(self.ax, amplitudes, motif, thresholds, n_motifs, colors)
+        self.figure.subplots_adjust(left=0.16, right=0.97, bottom=0.2, top=0.88)
+        self.canvas.draw_idle()
+
+    def set_thresholds(self, thresholds: Sequence[float]) -> None:
+        """Move the threshold lines (one value for all motifs, or one per motif)."""
+        thr = list(thresholds)
+        if len(thr) == 1:
+            thr = thr * len(self.lines)
+        for line, t in zip(self.lines, thr, strict=False):
+            line.set_xdata([t, t])
+        self.canvas.draw_idle()
+
+    def threshold_positions(self) -> list[float]:
+        """Where the threshold lines are drawn (image units)."""
+        return [float(np.asarray(line.get_xdata())[0]) for line in self.lines]
+
+    def clear(self) -> None:
+        """No result: an empty plot."""
+        self.ax.clear()
+        self.lines = []
+        self.n_motifs = 0
+        self.canvas.draw_idle()
