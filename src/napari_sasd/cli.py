@@ -20,6 +20,14 @@ from typing import Any, TextIO
 import numpy as np
 
 from ._version import __version__
+from .cli_locate import (
+    LocateSpec,
+    add_cluster_options,
+    add_commands,
+    catalogue_note,
+    run_command,
+    run_on_cluster,
+)
 from .imageio import SUPPORTED, expand_inputs
 from .nanonis import PartialGridWarning, sweep_axis, sweep_record
 
@@ -202,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "-j", "--jobs", type=_positive_int, default=1, metavar="J", help="files solved in parallel"
     )
+    s.add_argument(
+        "--library",
+        metavar="LIB",
+        help="a motif library: say of each motif found whether it is a known one "
+        "(\"same as 'Se vacancy' (0.96)\") or new, in the summary and the record",
+    )
+    add_cluster_options(s)
     s.add_argument("-o", "--out", required=True, metavar="DIR", help="folder for the bundles")
     s.add_argument(
         "--progress",
@@ -236,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "-o", "--out", default="sasd-demo", metavar="DIR", help="bundle folder (headless)"
     )
+    add_commands(sub)
     return parser
 
 
@@ -254,6 +270,10 @@ class SolveOptions:
     seed: int
     max_iter: int | None
     out: str
+    #: A motif library to catalogue the found motifs against (``--library``).
+    library: str | None = None
+    #: Known motifs to locate instead of a solve (``napari-sasd locate``).
+    locate: LocateSpec | None = None
 
 
 class ProgressBar:
@@ -320,15 +340,18 @@ def solve_file(
     if mode != "none":
         data = flatten(data, plane=mode in ("plane", "both"), lines=mode in ("lines", "both"))
 
-    gen = iter_solve(
-        data,
-        kernel_size=opts.kernel_size,
-        n_motifs=opts.n_motifs,
-        lam=opts.lam,
-        channel_axis=img.channel_axis,
-        seed=opts.seed,
-        max_iter=opts.max_iter,
-    )
+    if opts.locate is not None:
+        gen = opts.locate.start(data, opts.lam, img.channel_axis)
+    else:
+        gen = iter_solve(
+            data,
+            kernel_size=opts.kernel_size,
+            n_motifs=opts.n_motifs,
+            lam=opts.lam,
+            channel_axis=img.channel_axis,
+            seed=opts.seed,
+            max_iter=opts.max_iter,
+        )
     while True:
         try:
             p = next(gen)
@@ -359,6 +382,11 @@ def solve_file(
             )
     if "measured_points" in img.metadata:
         extra["measured_points"] = img.metadata["measured_points"]
+    catalogued = ""
+    if opts.locate is not None:
+        extra.update(opts.locate.record())
+    if opts.library is not None:
+        catalogued = catalogue_note(result.kernels, opts.library, extra)
     spectra = None
     if img.channel_axis is not None:
         spectra = motif_spectra(
@@ -399,7 +427,7 @@ def solve_file(
     note = "".join(f" ({m.removeprefix(f'{path}: ')})" for m in notes)
     return (
         f"{path}: {result.n_motifs} motif{'s' * (result.n_motifs != 1)}, defects {counts}, "
-        f"lambda {result.lam:.3g}, {secs:.1f} s -> {out}{note}"
+        f"lambda {result.lam:.3g}, {secs:.1f} s -> {out}{note}{catalogued}"
     )
 
 
@@ -446,8 +474,11 @@ def _cmd_solve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         seed=args.seed,
         max_iter=args.max_iter,
         out=str(args.out),
+        library=args.library,
     )
     progress = args.progress == "always" or (args.progress == "auto" and err.isatty())
+    if args.scheduler or args.dask:
+        return run_on_cluster(files, names, opts, args, out, err)
     failed = 0
     if args.jobs == 1 or len(files) == 1:
         for f, name in zip(files, names, strict=True):
@@ -577,6 +608,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_solve(args, sys.stdout, sys.stderr)
         if args.command == "demo":
             return _cmd_demo(args, sys.stdout, sys.stderr)
+        if args.command in ("locate", "library"):
+            return run_command(args, sys.stdout, sys.stderr)
         return _cmd_sample(args, sys.stdout, sys.stderr)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
