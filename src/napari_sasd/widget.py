@@ -387,7 +387,7 @@ class SasdWidget(QWidget):
         self._status.value = "Showing the results…"
         self._steps = self._show(result, ctx)
         self._show_failed = False
-        QTimer.singleShot(0, self._step)
+        QTimer.singleShot(1, self._step)
 
     def _step(self) -> None:
         """Run one step of showing a result, then give the event loop a turn."""
@@ -401,7 +401,7 @@ class SasdWidget(QWidget):
                 state, self._deferred = self._deferred, None
                 self._finish(state)
             return
-        QTimer.singleShot(0, self._step)
+        QTimer.singleShot(1, self._step)
 
     def _show(self, result: SolveResult, ctx: RunContext) -> Generator[None, None, None]:
         """Show a result, one layer or plot per step (see :meth:`_step`)."""
