@@ -274,3 +274,76 @@ def test_partial_3ds_grid_solves_and_says_so(tmp_path, capsys):
     assert (out / "g.sasd" / "quicklook.png").stat().st_size > 1000
     head = (out / "g.sasd" / "spectra.csv").read_text().splitlines()[0]
     assert head.startswith("Bias (V),away,motif 1 at copies")
+
+
+def _running_in_group(pgid: int) -> list[int]:
+    from pathlib import Path
+
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                st = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(st[2]) == pgid and st[0] != "Z":
+                out.append(int(d.name))
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize(
+    ("jobs", "when", "presses"),
+    [(2, "starting", 2), (2, "solving", 1), (2, "solving", 2), (1, "solving", 2)],
+)
+def test_ctrl_c_with_jobs_stops_every_process_in_one_line(tmp_path, jobs, when, presses):
+    # Issue 17: Ctrl-C with --jobs 2 could hang, left the workers running,
+    # and a second Ctrl-C printed the workers' tracebacks.
+    import os
+    import signal
+    import time
+
+    from napari_sasd.sample_data import topograph_data
+
+    src = tmp_path / "in"
+    src.mkdir()
+    img = np.tile(topograph_data().image.astype(np.float32), (2, 2))
+    for i in range(4):
+        tifffile.imwrite(src / f"big{i}.tif", np.roll(img, 31 * i, axis=1))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "napari_sasd", "solve", str(src), "-k", "12", "-n", "2",
+           "--jobs", str(jobs), "--progress", "never", "--out", str(out)]  # fmt: skip
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    p = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        # "starting": as soon as the first worker exists (it is still
+        # importing); "solving": both started, and a little more.
+        want = 1 if jobs == 1 else 2 if when == "starting" else 3
+        deadline = time.monotonic() + 60
+        while len(_running_in_group(p.pid)) < want and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if when == "solving":
+            time.sleep(1.0 + 2.0 * (jobs == 1))  # the lone run imports first
+        # As the terminal does: SIGINT to the whole process group.
+        for _ in range(presses):
+            os.killpg(p.pid, signal.SIGINT)
+            time.sleep(0.1)
+        _, err = p.communicate(timeout=120)  # a hang guard, not a timing assertion
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 130, err
+    assert err == "interrupted\n"
+    for _ in range(100):  # the workers are gone (a zombie or two may linger briefly)
+        if not _running_in_group(p.pid):
+            break
+        time.sleep(0.1)
+    assert not _running_in_group(p.pid)
+    # No half-written bundle, no temporary folder left behind.
+    left = sorted(q.name for q in out.iterdir()) if out.exists() else []
+    assert all(n.endswith(".sasd") and not n.startswith(".") for n in left), left
+    for name in left:
+        load_bundle(out / name)

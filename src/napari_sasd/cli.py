@@ -7,19 +7,22 @@ imports only the core. ``python -m napari_sasd`` is the same program.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from multiprocessing import get_context
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 
 from ._version import __version__
+from .batch import interrupt_once, run_batch, unique_names
 from .cli_locate import (
     LocateSpec,
     add_cluster_options,
@@ -69,7 +72,12 @@ examples:
 output: one line per file, e.g.
   topo.tif: 2 motifs, defects 31+18, lambda 0.21, 4.2 s -> results/topo.sasd
 Errors are printed as 'FILE: message' on stderr and do not stop the other
-files. Exit status: 0 all files done, 1 some failed, 2 bad command line.
+files (a worker process that dies fails only its file). Inputs of the same
+name get distinct bundles (x_d1, x_d2 for d1/x.tif, d2/x.tif); each line says
+where its bundle went. A bundle is replaced only once its new version is
+complete. Ctrl-C stops every file (exit status 130).
+Exit status: 0 all files done, 1 some failed, 2 bad command line,
+130 interrupted.
 """
 
 
@@ -452,11 +460,9 @@ def _cmd_solve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if not files:
         err.write(f"{PROG} solve: no supported files ({', '.join(SUPPORTED)}) in the inputs\n")
         return 2
-    # Bundles are named after the inputs; a.tif and a.npy get a_tif and a_npy.
-    stems = [f.stem for f in files]
-    names = [
-        f.stem if stems.count(f.stem) == 1 else f"{f.stem}_{f.suffix.lstrip('.')}" for f in files
-    ]
+    # Bundles are named after the inputs, unique: a.tif and a.npy give a_tif
+    # and a_npy, d1/x.tif and d2/x.tif give x_d1 and x_d2.
+    names = unique_names(files)
     try:
         Path(args.out).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -479,31 +485,29 @@ def _cmd_solve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     progress = args.progress == "always" or (args.progress == "auto" and err.isatty())
     if args.scheduler or args.dask:
         return run_on_cluster(files, names, opts, args, out, err)
-    failed = 0
-    if args.jobs == 1 or len(files) == 1:
-        for f, name in zip(files, names, strict=True):
-            ok, msg = _run_one(str(f), name, opts, progress)
-            failed += not ok
-            (out if ok else err).write(msg + "\n")
-            (out if ok else err).flush()
-    else:
-        # Processes, not threads: the solver is numpy/FFT-bound and holds the GIL
-        # between calls. 'spawn' so workers don't inherit a parent's threads or Qt.
-        ctx = get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(args.jobs, len(files)), mp_context=ctx) as ex:
-            futures = [
-                ex.submit(_run_one, str(f), name, opts, False)
-                for f, name in zip(files, names, strict=True)
-            ]
-            for fut in as_completed(futures):
-                try:
-                    ok, msg = fut.result()
-                except Exception as exc:  # a worker died (out of memory...)
-                    ok, msg = False, f"worker failed: {exc}"
-                failed += not ok
-                (out if ok else err).write(msg + "\n")
-                (out if ok else err).flush()
-    return 1 if failed else 0
+
+    def report(ok: bool, msg: str) -> None:
+        stream = out if ok else err
+        stream.write(msg + "\n")
+        stream.flush()
+
+    # Processes, not threads, for --jobs: the solver is numpy/FFT-bound and
+    # holds the GIL between calls. Only a lone run draws a progress bar.
+    serial = args.jobs == 1 or len(files) == 1
+    work = partial(_run_task, opts=opts, progress=progress and serial)
+    tasks = [(str(f), name) for f, name in zip(files, names, strict=True)]
+    outcomes = run_batch(tasks, work, jobs=args.jobs, report=report, label=_task_label)
+    return 1 if not all(ok for ok, _ in outcomes) else 0
+
+
+def _task_label(task: tuple[str, str]) -> str:
+    return task[0]
+
+
+def _run_task(task: tuple[str, str], opts: SolveOptions, progress: bool) -> tuple[bool, str]:
+    """:func:`run_batch`'s per-file callable: one ``(path, bundle name)``."""
+    path, name = task
+    return _run_one(path, name, opts, progress)
 
 
 def _cmd_sample(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -603,17 +607,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    try:
-        if args.command == "solve":
-            return _cmd_solve(args, sys.stdout, sys.stderr)
-        if args.command == "demo":
-            return _cmd_demo(args, sys.stdout, sys.stderr)
-        if args.command in ("locate", "library"):
-            return run_command(args, sys.stdout, sys.stderr)
-        return _cmd_sample(args, sys.stdout, sys.stderr)
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        return 130
+    # The first Ctrl-C stops the command (workers terminated, see
+    # napari_sasd.batch); further ones are ignored until it has: one line,
+    # exit status 130, no traceback.
+    # Not around the demo's napari window, whose Qt loop handles its own.
+    guard = contextlib.nullcontext() if args.command == "demo" else interrupt_once()
+    with guard:
+        try:
+            if args.command == "solve":
+                return _cmd_solve(args, sys.stdout, sys.stderr)
+            if args.command == "demo":
+                return _cmd_demo(args, sys.stdout, sys.stderr)
+            if args.command in ("locate", "library"):
+                return run_command(args, sys.stdout, sys.stderr)
+            return _cmd_sample(args, sys.stdout, sys.stderr)
+        except KeyboardInterrupt:
+            if threading.current_thread() is threading.main_thread():
+                # Ending: a further Ctrl-C must not kill the shutdown.
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+            sys.stderr.write("interrupted\n")
+            sys.stderr.flush()
+            return 130
 
 
 if __name__ == "__main__":  # pragma: no cover
