@@ -98,6 +98,8 @@ def test_cube_sample_spectra_histogram_and_no_hitch(viewer_widget, qtbot, tmp_pa
     assert hist.threshold_positions()[0] == pytest.approx(widget._threshold.value * acts.max())
     widget._threshold.value = 0.5
     assert hist.threshold_positions()[0] == pytest.approx(0.5 * acts.max())
+    n_pts = len(viewer.layers["synthetic cube defects"].data)
+    assert hist.ax.get_title().startswith(f"{n_pts} of ")  # the split, counted
     # The spectra follow the threshold too (fewer, stronger copies).
     assert widget.spectra.n_copies.sum() == len(viewer.layers["synthetic cube defects"].data)
     widget._per_motif.value = True

@@ -30,6 +30,8 @@ class HistogramPanel(QWidget):
         self.ax = self.figure.add_subplot()
         self.lines: list = []
         self.n_motifs = 0
+        self._amp = np.zeros(0)
+        self._motif = np.zeros(0, int)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.canvas)
@@ -44,9 +46,19 @@ class HistogramPanel(QWidget):
     ) -> None:
         """Draw the histograms of a new result and its threshold lines."""
         self.n_motifs = n_motifs
+        self._amp = np.asarray(amplitudes, float)
+        self._motif = np.asarray(motif, int)
         self.lines = draw_histogram(self.ax, amplitudes, motif, thresholds, n_motifs, colors)
         self.figure.subplots_adjust(left=0.16, right=0.97, bottom=0.2, top=0.88)
+        self._title(thresholds)
         self.canvas.draw_idle()
+
+    def _title(self, thresholds: Sequence[float]) -> None:
+        # The split in numbers: how many candidate peaks the threshold keeps.
+        thr = np.resize(np.asarray(list(thresholds) or [0.0], float), max(self.n_motifs, 1))
+        amp, mot = self._amp, self._motif
+        kept = sum(int((amp[mot == m] >= thr[m]).sum()) for m in range(self.n_motifs))
+        self.ax.set_title(f"{kept} of {len(self._amp)} peaks counted (right of the line)")
 
     def set_thresholds(self, thresholds: Sequence[float]) -> None:
         """Move the threshold lines (one value for all motifs, or one per motif)."""
@@ -55,6 +67,8 @@ class HistogramPanel(QWidget):
             thr = thr * len(self.lines)
         for line, t in zip(self.lines, thr, strict=False):
             line.set_xdata([t, t])
+        if self.lines:
+            self._title(thr)
         self.canvas.draw_idle()
 
     def threshold_positions(self) -> list[float]:
