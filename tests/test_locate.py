@@ -129,6 +129,15 @@ def test_missing_pixels_and_channels():
     assert min(_truth_agreement(res, c)) >= 0.9
 
 
+def test_nothing_to_locate_is_an_empty_result():
+    d = make_synthetic((96, 96), 9, 2, noise=0.05, seed=6)
+    noise = np.random.default_rng(0).standard_normal((96, 96))
+    res = napari_sasd.locate(noise, d.kernels, 1000.0)
+    assert not res.activations.any() and res.activations.shape == (2, 96, 96)
+    assert np.isfinite(res.objective) and np.isfinite(res.bias)
+    np.testing.assert_allclose(res.reconstruction, res.bias, atol=1e-6)
+
+
 def test_signed_activations():
     d = make_synthetic((96, 96), 9, 1, noise=0.02, seed=6)
     img = d.image.copy()

@@ -129,23 +129,29 @@ def test_rerun_replaces_in_place_warm_starts_and_keeps(viewer_widget, run_and_wa
     _setup(widget, max_iter=200)
     assert run_and_wait(widget) == "done"
     first = list(viewer.layers)
-    assert "init_kernels" not in widget.runner.solve_kwargs
+    assert "kernels" not in widget.runner.solve_kwargs
 
-    # Change only lambda: same layers updated in place, warm start.
+    # Change only lambda: same layers updated in place, the current motifs
+    # re-located (issue 15): no new discovery, the motifs unchanged.
+    motifs = widget.result.kernels.copy()
+    n_before = len(viewer.layers["img defects"].data)
     widget._auto_lam.value = False
     widget._lam.value = widget.result.lam * 1.5
     assert run_and_wait(widget) == "done"
     assert list(viewer.layers) == first
     assert all(a is b for a, b in zip(viewer.layers, first, strict=True))
-    np.testing.assert_array_equal(widget.runner.solve_kwargs["init_kernels"].shape, (2, K, K))
+    assert widget.runner.solve_kwargs["kernels"].shape == (2, K, K)
+    np.testing.assert_allclose(widget.result.kernels, motifs, atol=1e-6)
+    assert widget.result.params["mode"] == "locate"
+    assert len(viewer.layers["img defects"].data) < n_before  # a larger lambda: fewer copies
     assert viewer.layers["img activation 1"].metadata[META_KEY]["lam"] == pytest.approx(
         widget.result.lam
     )
 
-    # Fewer motifs: no warm start, the second motif's layers go away.
+    # Fewer motifs: a new search, the second motif's layers go away.
     widget._n.value = 1
     assert run_and_wait(widget) == "done"
-    assert "init_kernels" not in widget.runner.solve_kwargs
+    assert "kernels" not in widget.runner.solve_kwargs
     assert "img activation 2" not in _names(viewer)
     n_layers = len(viewer.layers)
 
@@ -632,8 +638,7 @@ def test_cancelled_rerun_leaves_the_previous_results_as_they_were(
     metas = [dict(layer.metadata.get(META_KEY) or {}) for layer in viewer.layers]
     result = widget.result
     widget._max_iter.value = 100_000
-    widget._auto_lam.value = False
-    widget._lam.value = widget.result.lam * 2  # no warm-start shortcut to the end
+    widget._seed.value = 1  # a new search, not a quick re-locate of the motifs
     assert widget.run()
     qtbot.waitUntil(lambda: widget.runner.last_progress is not None, timeout=20_000)
     with qtbot.waitSignal(widget.run_finished, timeout=5_000) as blocker:

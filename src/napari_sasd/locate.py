@@ -357,6 +357,8 @@ class _Pool:
         self.G = sparse.csr_matrix((0, 0))
         self.c = np.zeros(0)
         self.s = np.zeros((C, 0))
+        self.cp = np.zeros(0)
+        self._L: float | None = None
         self._v: np.ndarray | None = None
 
     @property
@@ -422,7 +424,7 @@ class _Pool:
         self.c = np.concatenate([self.c, new @ self.y])
         self.s = np.concatenate([self.s, s_new], axis=1)
         self.cp = self.c - (self.s * (self.ysum / self.n)[:, None]).sum(axis=0)
-        self._L: float | None = None
+        self._L = None
 
     def keep_support(self) -> None:
         """Drop the copies whose activation is zero (for the refit)."""

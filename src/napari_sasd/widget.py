@@ -40,6 +40,7 @@ from .layers import (
     result_layers,
     update_points,
 )
+from .locate import iter_locate
 from .peaks import default_threshold, find_defects, motif_thresholds
 from .result import SolveProgress, SolveResult
 from .settings import load_settings, save_settings
@@ -307,10 +308,18 @@ class SasdWidget(QWidget):
             v["positive"],
             v["seed"],
         )
-        # Warm start: same data and motif shape as last time, only lambda (or
-        # the threshold) changed -> start from the previous motifs.
+        # Same data and motif shape as last time, only lambda changed:
+        # re-locate the current motifs (issue 15), a convex fit of the
+        # activations, background and amplitudes, no new discovery.
         if self.result is not None and self.context is not None and self.context.key == key:
-            kwargs["init_kernels"] = self.result.kernels
+            kwargs = {
+                "solve": iter_locate,
+                "kernels": self.result.kernels,
+                "lam": kwargs["lam"],
+                "channel_axis": kwargs["channel_axis"],
+                "positive": kwargs["positive"],
+                "mask": mask,
+            }
         ctx = RunContext(
             source=layer, region=region, image=img, key=key, seed=v["seed"], mask=mask
         )
@@ -356,8 +365,8 @@ class SasdWidget(QWidget):
         self._run.text = "Cancel"
         self._set_enabled(False)
         self.progress.setValue(0)
-        warm = " (from the previous motifs)" if "init_kernels" in kwargs else ""
-        self._status.value = f"Searching{warm}…"
+        again = "kernels" in kwargs
+        self._status.value = "Locating the current motifs…" if again else "Searching…"
         return True
 
     def cancel(self) -> None:
