@@ -273,6 +273,7 @@ def _cmd_library(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_locate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .batch import unique_names
     from .cli import SolveOptions
     from .imageio import SUPPORTED, expand_inputs
 
@@ -280,10 +281,7 @@ def _cmd_locate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if not files:
         err.write(f"{PROG} locate: no supported files ({', '.join(SUPPORTED)}) in the inputs\n")
         return 2
-    stems = [f.stem for f in files]
-    names = [
-        f.stem if stems.count(f.stem) == 1 else f"{f.stem}_{f.suffix.lstrip('.')}" for f in files
-    ]
+    names = unique_names(files)
     try:
         Path(args.out).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -346,33 +344,10 @@ def _label(task: tuple[str, str]) -> str:
 
 
 def _run_local(tasks: list, work: Any, jobs: int, report: Any) -> list[tuple[bool, str]]:
-    """The command line's local runner for these commands: the batch runner
-    of :mod:`napari_sasd.batch` when there is one, else a process pool."""
-    try:
-        from .batch import run_batch  # type: ignore[import-not-found]
-    except ImportError:
-        run_batch = None
-    if run_batch is not None:
-        return run_batch(tasks, work, jobs=jobs, report=report, label=_label)
-    outcomes: list[tuple[bool, str]] = []
-    if jobs == 1 or len(tasks) == 1:
-        for t in tasks:
-            outcomes.append(work(t))
-            report(*outcomes[-1])
-        return outcomes
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from multiprocessing import get_context
+    """The command line's local runner (:func:`napari_sasd.batch.run_batch`)."""
+    from .batch import run_batch
 
-    with ProcessPoolExecutor(min(jobs, len(tasks)), mp_context=get_context("spawn")) as ex:
-        futures = {ex.submit(work, t): t for t in tasks}
-        for fut in as_completed(futures):
-            try:
-                outcome = fut.result()
-            except Exception as exc:  # a worker died
-                outcome = (False, f"{_label(futures[fut])}: worker failed: {exc}")
-            outcomes.append(outcome)
-            report(*outcome)
-    return outcomes
+    return run_batch(tasks, work, jobs=jobs, report=report, label=_label)
 
 
 def run_on_cluster(
