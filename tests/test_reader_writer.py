@@ -159,6 +159,8 @@ def test_write_bundle_from_layers_round_trip(tmp_path):
     assert (tmp_path / "again.sasd" / "defects.csv").read_text() == (
         path / "defects.csv"
     ).read_text()
+    # Every bundle holds a quick look, this one too (issue 16).
+    assert (tmp_path / "again.sasd" / "quicklook.png").stat().st_size > 1000
 
 
 def test_write_bundle_from_widget_layers_without_record_geometry(tmp_path):

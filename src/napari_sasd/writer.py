@@ -156,5 +156,17 @@ def write_bundle(path: str, layer_data: list[tuple[Any, dict, str]]) -> list[str
         record["translate"] = t.tolist()
     if defects is None:
         defects = Defects(np.zeros((0, 2)), np.zeros(0, int), np.zeros(0))
-    folder = write_bundle_files(out, kernels, activations, defects, record)
+    # The quick look every bundle holds. The source image is not among the
+    # result layers, so the picture shows the strongest activation per pixel.
+    from .quicklook import bundle_pictures
+
+    source = record.get("source") or out.stem
+    pictures = bundle_pictures(
+        np.max(activations, axis=0) if len(activations) else np.zeros(activations.shape[-2:]),
+        defects,
+        kernels,
+        colors=record.get("colors"),
+        title=f"{source} (activation maps)",
+    )
+    folder = write_bundle_files(out, kernels, activations, defects, record, extra_files=pictures)
     return [str(Path(folder))]
