@@ -40,10 +40,12 @@ border needs no window.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import combinations
 
 import numpy as np
 from scipy import fft, ndimage, signal
+
+from ._lattice_band import BandFit, disk
+from ._lattice_basis import best_basis, half_plane, refine_peak
 
 __all__ = ["Lattice", "LatticeTerm", "find_lattice", "fit_lattice", "lattice_energy"]
 
@@ -127,7 +129,7 @@ class Lattice:
                 k = m * self.basis[0] + n * self.basis[1]
                 if np.any(np.abs(k) >= 0.5):
                     continue
-                if _half_plane(k):
+                if half_plane(k):
                     out.append((float(k[0]), float(k[1])))
                     known |= {(m, n), (-m, -n)}
         return np.array(out, dtype=np.float64).reshape(-1, 2)
@@ -225,11 +227,11 @@ def find_lattice(
     rows, cols = rows[order], cols[order]
     sig = S[rows, cols]
     logp = np.log(np.maximum(P, np.finfo(float).tiny))
-    freqs = np.array([_refine(logp, r, c) for r, c in zip(rows, cols, strict=True)])
+    freqs = np.array([refine_peak(logp, r, c) for r, c in zip(rows, cols, strict=True)])
     freqs = freqs.reshape(-1, 2)
     freqs = (freqs - np.array([H // 2, W // 2])) / np.array([H, W])
 
-    best = _best_basis(freqs, sig, (H, W), tolerance, min_cycles, 1.0 / min_period)
+    best = best_basis(freqs, sig, (H, W), tolerance, min_cycles, 1.0 / min_period)
     empty2 = np.zeros((0, 2))
     if best is None:
         return Lattice(False, empty2, np.zeros(0), np.zeros((0, 2), int), empty2, thr, (H, W),
@@ -310,9 +312,9 @@ def fit_lattice(
     sigma = max(6.0, 4.0 * period) if envelope is None else float(envelope)
     if not sigma > 0:
         raise ValueError(f"envelope must be positive, got {envelope}")
-    fitter = _BandFit((H, W), freqs, sigma, smooth=max(1.0, period))
+    fitter = BandFit((H, W), freqs, sigma, smooth=max(1.0, period))
     # Grow outliers by about an atom, so a defect's fainter rim goes with its core.
-    grow = _disk(float(np.clip(period / 2, 1.5, 4.0)))
+    grow = disk(float(np.clip(period / 2, 1.5, 4.0)))
     for c, z in enumerate(stack):
         w = ok.astype(np.float64)
         z = np.where(ok, z, 0.0)
@@ -405,59 +407,6 @@ class LatticeTerm:
         )
 
 
-# --- helpers -------------------------------------------------------------------
-
-
-class _BandFit:
-    """Normalised band-pass at the lattice frequencies, on a zero-padded grid.
-
-    Zero padding by a few envelope widths makes the FFT convolutions linear,
-    so the two sides of the image do not mix; the weights then handle the
-    border like any other missing pixel.
-    """
-
-    def __init__(
-        self, shape: tuple[int, int], freqs: np.ndarray, sigma: float, smooth: float
-    ) -> None:
-        H, W = shape
-        pad = int(np.ceil(3 * max(sigma, smooth)))
-        self.shape = shape
-        self.padded = (
-            fft.next_fast_len(H + pad, real=True),
-            fft.next_fast_len(W + pad, real=True),
-        )
-        Hp, Wp = self.padded
-        fy = fft.fftfreq(Hp)[:, None]
-        fx = fft.rfftfreq(Wp)[None, :]
-        # Gaussian envelope of std sigma (px) <-> Gaussian bump of std 1/(2 pi sigma) in frequency.
-        s2 = 2 * (np.pi * sigma) ** 2
-        band = np.zeros((Hp, Wp // 2 + 1))
-        for k in freqs:
-            for s in (1.0, -1.0):
-                gy = np.exp(-s2 * _wrap(fy - s * k[0]) ** 2)
-                gx = np.exp(-s2 * _wrap(fx - s * k[1]) ** 2)
-                np.maximum(band, gy * gx, out=band)
-        self.band = band
-        self.low = np.exp(-s2 * (fy**2 + fx**2))
-        b2 = 2 * (np.pi * smooth) ** 2
-        self.low_smooth = np.exp(-b2 * (fy**2 + fx**2))
-
-    def _filter(self, a: np.ndarray, transfer: np.ndarray) -> np.ndarray:
-        H, W = self.shape
-        return fft.irfft2(fft.rfft2(a, self.padded) * transfer, self.padded)[:H, :W]
-
-    def __call__(self, z: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The lattice and the smooth (sub-lattice-frequency) background of ``z``."""
-        # The smooth background first: left in, it would leak into the bands
-        # wherever the weights jump (holes left by defects, the border).
-        ws = self._filter(w, self.low_smooth)
-        smooth = self._filter(w * z, self.low_smooth) / np.maximum(ws, 1e-3)
-        wl = self._filter(w, self.low)
-        wl = np.maximum(wl, 0.1 * float(wl.max()))  # no data nearby: no lattice claimed
-        lat = self._filter(w * (z - smooth), self.band) / wl
-        return lat, smooth
-
-
 def _prepare(image: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """``(C, H, W)`` float64 copy and the ``(H, W)`` observed-pixel mask."""
     a = np.asarray(image, dtype=np.float64)
@@ -476,131 +425,3 @@ def _prepare(image: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np
     if not ok.any():
         raise ValueError("no observed finite pixel: nothing to find a lattice in")
     return stack, ok
-
-
-def _refine(logp: np.ndarray, r: int, c: int) -> tuple[float, float]:
-    """Sub-bin peak position by a parabola through the log power (a Hann
-    window's main lobe is close to a Gaussian, whose log is a parabola)."""
-    H, W = logp.shape
-
-    def vertex(a: float, b: float, d: float) -> float:
-        den = a - 2 * b + d
-        return 0.0 if den >= 0 else float(np.clip(0.5 * (a - d) / den, -0.5, 0.5))
-
-    dy = vertex(logp[(r - 1) % H, c], logp[r, c], logp[(r + 1) % H, c])
-    dx = vertex(logp[r, (c - 1) % W], logp[r, c], logp[r, (c + 1) % W])
-    return r + dy, c + dx
-
-
-def _best_basis(
-    freqs: np.ndarray,
-    sig: np.ndarray,
-    shape: tuple[int, int],
-    tol: float,
-    min_cycles: float,
-    max_freq: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """The reciprocal basis whose integer combinations explain the most significance.
-
-    Candidate basis vectors are the peaks and the differences of the strongest
-    ones (a difference of two Bragg peaks is a reciprocal-lattice vector, so a
-    lattice whose fundamentals are weak, as the 7x7 reconstruction's, is still
-    found from its strong harmonics). Ties go to the coarser reciprocal
-    lattice (fewer points explaining the same peaks). The explained peaks
-    must span two directions; the basis is then refined by least squares on
-    them.
-    """
-    scale = np.array(shape, dtype=np.float64)  # cycles/px -> bins
-    if len(freqs) < 2:
-        return None
-    top = freqs[:8]
-    # No wrap-around: a "lattice" made of aliased peaks near the Nyquist
-    # frequency (JPEG blocks on interlaced lines) must not be assembled.
-    diffs = (top[:, None, :] - top[None, :, :]).reshape(-1, 2)
-    # A difference along an axis by a multiple of 1/8 cycle/px is the 8 x 8
-    # block grid of a JPEG, which copies every spectral feature by that step:
-    # not a lattice vector (a real lattice's own peaks are candidates anyway).
-    on_axis = np.min(np.abs(diffs * scale), axis=1) <= 1.0
-    eighth = np.abs(np.max(np.abs(diffs), axis=1) * 8 - np.rint(np.max(np.abs(diffs), axis=1) * 8))
-    diffs = diffs[~(on_axis & (eighth * np.max(scale) / 8 <= 1.0))]
-    vecs = []
-    for v in np.concatenate([freqs, diffs]):
-        if not _half_plane(v):
-            v = -v
-        cyc = float(np.linalg.norm(v * scale))
-        if cyc < min_cycles or np.linalg.norm(v) > max_freq:
-            continue
-        if all(np.linalg.norm((v - u) * scale) > 1.0 for u in vecs):
-            vecs.append(v)
-    vecs = sorted(vecs, key=lambda v: float(np.linalg.norm(v * scale)))[:40]
-    tol_k = tol + 0.02 * np.linalg.norm(freqs * scale, axis=1)  # creep stretches far peaks
-    best = None
-    best_key = None
-    for i, j in combinations(range(len(vecs)), 2):
-        b = np.stack([vecs[i], vecs[j]])
-        cross = abs(b[0, 0] * b[1, 1] - b[0, 1] * b[1, 0])
-        if cross < np.sin(np.radians(15)) * np.prod(np.linalg.norm(b, axis=1)):
-            continue
-        on, idx = _explained(freqs, b, scale, tol_k)
-        if np.linalg.matrix_rank(idx[on].astype(float)) < 2:
-            continue  # peaks along one direction only: stripes, not a lattice
-        resolved = on & (np.linalg.norm(freqs, axis=1) <= max_freq)
-        if np.linalg.matrix_rank(idx[resolved].astype(float)) < 2:
-            continue  # only fine peaks (aliasing, interlaced lines): not resolved atoms
-        key = (round(float(sig[on].sum()), 6), float(cross))
-        if best_key is None or key > best_key:
-            best, best_key = (b, on, idx), key
-    if best is None:
-        return None
-    b, on, idx = best
-    if sig[on].sum() < 0.5 * sig.sum():
-        # Most sharp peaks are something else (JPEG blocks, interference): the
-        # few this basis explains are more likely a coincidence than atoms.
-        return None
-    # Least-squares basis from every explained peak: the harmonics pin it down
-    # much better than the two vectors it was found from.
-    b = _reduce(np.linalg.lstsq(idx[on].astype(float), freqs[on], rcond=None)[0])
-    on, idx = _explained(freqs, b, scale, tol_k)
-    return b, on, idx
-
-
-def _reduce(b: np.ndarray) -> np.ndarray:
-    """Lagrange-Gauss reduction: the shortest basis of the same lattice, both
-    vectors in the half-plane, so that equivalent bases read the same."""
-    u, v = b[0].copy(), b[1].copy()
-    for _ in range(64):
-        if u @ u > v @ v:
-            u, v = v, u
-        m = np.rint((u @ v) / (u @ u))
-        if m == 0:
-            break
-        v = v - m * u
-    u = u if _half_plane(u) else -u
-    v = v if _half_plane(v) else -v
-    return np.stack([u, v])
-
-
-def _explained(
-    freqs: np.ndarray, b: np.ndarray, scale: np.ndarray, tol: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Which peaks are integer combinations ``m b1 + n b2`` of the basis ``b``."""
-    coef = np.linalg.solve(b.T, freqs.T).T  # freqs = coef @ b
-    idx = np.rint(coef).astype(int)
-    err = np.linalg.norm((freqs - idx @ b) * scale, axis=1)
-    on = (err <= tol) & (np.abs(idx).max(axis=1) <= 12) & (np.abs(idx).sum(axis=1) > 0)
-    return on, idx
-
-
-def _half_plane(k: np.ndarray) -> bool:
-    return bool(k[1] > 1e-12 or (abs(k[1]) <= 1e-12 and k[0] > 0))
-
-
-def _wrap(f: np.ndarray) -> np.ndarray:
-    """Frequency differences folded into [-0.5, 0.5)."""
-    return (f + 0.5) % 1.0 - 0.5
-
-
-def _disk(radius: float) -> np.ndarray:
-    r = int(np.ceil(radius))
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    return yy**2 + xx**2 <= radius**2
