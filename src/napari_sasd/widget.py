@@ -20,14 +20,13 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import CheckBox, Container, FloatSlider, Label, PushButton
 from qtpy.QtCore import QTimer, Signal
-from qtpy.QtWidgets import QFileDialog, QProgressBar, QTabWidget, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFileDialog, QProgressBar, QVBoxLayout, QWidget
 
 from ._qt.gallery import MotifGallery
-from ._qt.histogram import HistogramPanel
 from ._qt.inputs import InputsPanel
 from ._qt.inputs import camera as _camera  # noqa: F401 (kept importable from here)
 from ._qt.parameters import ParametersPanel
-from ._qt.spectra import FourierPanel, SpectraPanel
+from ._qt.plots import ResultPlots
 from .flatten import flatten
 from .layers import (
     META_KEY,
@@ -44,7 +43,7 @@ from .locate import iter_locate
 from .peaks import default_threshold, find_defects, motif_thresholds
 from .result import SolveProgress, SolveResult
 from .settings import load_settings, save_settings
-from .spectra import MotifSpectra, motif_spectra
+from .spectra import MotifSpectra
 from .worker import SolveRunner
 
 __all__ = ["SasdWidget", "layer_sweep"]
@@ -109,14 +108,12 @@ class SasdWidget(QWidget):
         self.runner: SolveRunner | None = None
         self.result: SolveResult | None = None
         self.context: RunContext | None = None
-        self.spectra: MotifSpectra | None = None
         self._pending: RunContext | None = None
         self._points = None  # defects layer of the last result
         self._last_run: dict[int, str] = {}  # id(source layer) -> run_id of its layers
         self._steps: Generator[None, None, None] | None = None  # results being shown
         self._deferred: str | None = None  # the worker's final state, while showing
         self._show_failed = False
-        self._peaks = None  # every local maximum of the last result's maps
         s = load_settings()
 
         self.inputs = InputsPanel(self.viewer, s)
@@ -160,15 +157,10 @@ class SasdWidget(QWidget):
         self.progress.setRange(0, 1000)
         self.progress.setTextVisible(False)
         self.gallery = MotifGallery()
-        self.histogram = HistogramPanel()
-        self.spectra_panel = SpectraPanel()
-        self.fourier = FourierPanel()
-        self.plots = QTabWidget()
-        self.plots.addTab(self.spectra_panel, "Spectra")
-        self.plots.addTab(self.fourier, "Fourier")
-        self.plots.addTab(self.histogram, "Amplitudes")
-        self.plots.setCurrentWidget(self.histogram)
-        self._set_cube_tabs(False)
+        self.plots = ResultPlots()
+        self.histogram = self.plots.histogram
+        self.spectra_panel = self.plots.spectra_panel
+        self.fourier = self.plots.fourier
 
         lay = QVBoxLayout(self)
         lay.addWidget(self.inputs)
@@ -187,7 +179,6 @@ class SasdWidget(QWidget):
         self._per_motif.changed.connect(self._on_threshold)
         self._per_motif.changed.connect(lambda *_: save_settings(self._values()))
         self._save.changed.connect(self._on_save)
-        self.plots.currentChanged.connect(lambda *_: self._on_dims())
         self.viewer.dims.events.current_step.connect(self._on_dims)
         ev = self.viewer.layers.events
         for e in (ev.inserted, ev.removed, ev.reordered, ev.renamed):
@@ -224,9 +215,10 @@ class SasdWidget(QWidget):
         self.inputs.container.enabled = on
         self.parameters.set_enabled(on)
 
-    def _set_cube_tabs(self, on: bool) -> None:
-        for w in (self.spectra_panel, self.fourier):
-            self.plots.setTabEnabled(self.plots.indexOf(w), on)
+    @property
+    def spectra(self) -> MotifSpectra | None:
+        """Spectra of the last cube result at the current threshold (else None)."""
+        return self.plots.spectra
 
     # --- geometry (the inputs panel does it) -------------------------------------
     def region_for(self, layer) -> tuple[int, int, int, int]:
@@ -462,33 +454,16 @@ class SasdWidget(QWidget):
                 self._lam.value = float(np.clip(result.lam, self._lam.min, self._lam.max))
         self._save.enabled = True
         yield
-        # Every local maximum: the candidates the threshold splits.
-        self._peaks = find_defects(acts, 0.0)
-        self.histogram.set_peaks(
-            self._peaks.amplitude,
-            self._peaks.motif,
-            np.atleast_1d(self._thresholds(result)["threshold"]),
-            result.n_motifs,
-            [motif_color(n) for n in range(result.n_motifs)],
-        )
+        self.plots.show_histogram(acts, np.atleast_1d(self._thresholds(result)["threshold"]))
         yield
         cube = result.kernels.ndim == 4
-        self._set_cube_tabs(cube)
-        if cube:
-            self._update_spectra(defects)
-            yield
-            self.fourier.set_result(
-                result.kernels,
-                self._measured(ctx),
-                [motif_color(n) for n in range(result.n_motifs)],
-                self.spectra.energies if self.spectra is not None else None,
-            )
-            self.plots.setCurrentWidget(self.spectra_panel)
-        else:
-            self.spectra = None
-            self.spectra_panel.clear()
-            self.fourier.clear()
-            self.plots.setCurrentWidget(self.histogram)
+        self.plots.show_cube(
+            result.kernels if cube else None,
+            defects,
+            self._measured(ctx) if cube else None,
+            layer_sweep(layer) if cube else None,
+            self._energy_index(),
+        )
 
     def _measured(self, ctx: RunContext) -> np.ndarray:
         """The measured (unflattened) cube of the region, NaN where left out."""
@@ -500,43 +475,18 @@ class SasdWidget(QWidget):
             cube = np.where(ctx.mask[None], cube, np.nan)
         return cube
 
-    def _update_spectra(self, defects) -> None:
-        """Spectra of the last cube result at the current threshold."""
-        if self.result is None or self.context is None or self.result.kernels.ndim != 4:
-            return
-        values, label, unit = layer_sweep(self.context.source)
-        self.spectra = motif_spectra(
-            self.result.kernels,
-            defects,
-            self._measured(self.context),
-            values,
-            label=label,
-            unit=unit,
-        )
-        colors = [motif_color(n) for n in range(self.result.n_motifs)]
-        self.spectra_panel.set_spectra(self.spectra, colors, self._current_energy()[1])
-
-    def _current_energy(self) -> tuple[int, float | None]:
-        """(channel index, sweep value) the viewer shows for the last cube result."""
-        if self.context is None or self.spectra is None:
-            return 0, None
-        layer = self.context.source
+    def _energy_index(self) -> int:
+        """The channel of the last result's source the viewer shows."""
+        if self.context is None:
+            return 0
         try:
-            i = self._plane_index(layer)[0]
+            return self._plane_index(self.context.source)[0]
         except Exception:  # the source is gone or not a stack any more
-            return 0, None
-        i = int(np.clip(i, 0, len(self.spectra.energies) - 1))
-        return i, float(self.spectra.energies[i])
+            return 0
 
     def _on_dims(self, *_: Any) -> None:
-        if self.spectra is None:
-            return
-        i, value = self._current_energy()
-        if value is not None:
-            self.spectra_panel.set_current(value)
-        if self.plots.currentWidget() is self.fourier and self.fourier.index != i:
-            s = self.spectra
-            self.fourier.show_energy(i, f"{s.label} = {s.energies[i]:.4g} {s.unit}".rstrip())
+        if self.plots.spectra is not None:
+            self.plots.set_energy(self._energy_index())
 
     def _on_error(self, exc: Exception) -> None:
         from napari.utils.notifications import show_error
@@ -608,8 +558,7 @@ class SasdWidget(QWidget):
             return
         defects = self.current_defects()
         self._refresh_gallery(defects)
-        self.histogram.set_thresholds(np.atleast_1d(self._thresholds()["threshold"]))
-        self._update_spectra(defects)
+        self.plots.update_defects(defects, np.atleast_1d(self._thresholds()["threshold"]))
         if self._points is None or self._points not in self.viewer.layers:
             return
         ctx, layer = self.context, self.context.source
