@@ -1,7 +1,13 @@
 """Shared helpers of the benchmark scripts: problems, runners, scores, tables.
 
-Every problem is ``make_synthetic(shape, k, n, copies_per_area=1.5, noise=noise,
-seed=seed)``. Runs can go to a fresh subprocess each (``spawn``) so that the
+Problems (``problem``), by model: ``"stm"`` (the default) is
+``make_synthetic(shape, k, n, copies_per_area=1.5, noise=noise, seed=seed)``,
+STM-like shapes with positive amplitudes; ``"sparse"`` is the papers' model,
+``make_sparse_model`` with random motifs and signed Bernoulli-Gaussian
+activations at ``theta = 1.5 / (k^2 n)`` (solved with ``positive=False``);
+``"smooth"`` the same with motifs smoothed by a Gaussian of 1.5 px and positive
+amplitudes. Noise is relative to a copy's amplitude for ``"stm"``, to the
+image's std for the others. Runs can go to a fresh subprocess each (``spawn``) so that the
 peak resident memory (``ru_maxrss``) of one solve is measured on its own.
 """
 
@@ -21,9 +27,10 @@ import numpy as np
 from napari_sasd import iter_solve, solve
 from napari_sasd.metrics import match_motifs, precision_recall
 from napari_sasd.peaks import find_defects
-from napari_sasd.synthetic import make_synthetic
+from napari_sasd.synthetic import make_sparse_model, make_synthetic
 
 try:  # optional peer
+    import sporco.fft
     from sporco.dictlrn import cbpdndl
 
     HAVE_SPORCO = True
@@ -61,9 +68,27 @@ def git_commit() -> str:
         return "unknown"
 
 
-def problem(size: int, n: int, k: int = 12, noise: float = 0.05, seed: int = 0):
+MODELS = ("stm", "sparse", "smooth")
+
+
+def problem(
+    size: int, n: int, k: int = 12, noise: float = 0.05, seed: int = 0, model: str = "stm"
+):
     """The benchmark problem: a ``size x size`` synthetic image with ``n`` motifs."""
-    return make_synthetic((size, size), k, n, copies_per_area=1.5, noise=noise, seed=seed)
+    if model == "stm":
+        return make_synthetic((size, size), k, n, copies_per_area=1.5, noise=noise, seed=seed)
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; choose one of {MODELS}")
+    smooth = model == "smooth"
+    return make_sparse_model(
+        (size, size), k, n, theta=1.5 / (k * k * n), noise=noise, smooth=1.5 * smooth,
+        positive=smooth, seed=seed,
+    )  # fmt: skip
+
+
+def signed(model: str) -> bool:
+    """Whether the model's activations are signed (solved with ``positive=False``)."""
+    return model == "sparse"
 
 
 # ------------------------------------------------------------------ scores
@@ -75,7 +100,8 @@ def score(kernels: np.ndarray, acts: np.ndarray, data: Any, shift: Any = (0, 0))
     size, for cyclic maps) before matching within 2 px.
     """
     sims, assign = match_motifs(kernels, data.kernels)
-    found = find_defects(acts)
+    # Signed activations (the papers' model): a copy is a peak of |x|.
+    found = find_defects(np.abs(acts) if (acts < 0).any() else acts)
     H, W = acts.shape[-2:]
     pos = found.positions.copy()
     sh = np.broadcast_to(np.asarray(shift, int).reshape(-1, 2), (len(acts), 2))
@@ -124,24 +150,32 @@ def run_sasd(
     seed: int,
     max_iter: int | None = None,
     peaks: bool = True,
+    model: str = "stm",
 ) -> dict[str, Any]:
     """One napari-sasd solve with default settings; time, scores, memory.
 
     ``peaks=False`` skips precision/recall (it once needed a dense found x
     true distance matrix, 13 GB at 2048^2; ``metrics.precision_recall`` now
     uses a k-d tree, so every size is scored by default)."""
-    data = problem(size, n, k, noise, seed)
+    data = problem(size, n, k, noise, seed, model)
     rss0 = _maxrss_mb()
+    c0 = time.process_time()
     t0 = time.perf_counter()
-    res = solve(data.image, k, n, seed=seed, max_iter=max_iter)
+    res = solve(data.image, k, n, seed=seed, max_iter=max_iter, positive=not signed(model))
     dt = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     if peaks:
         out = score(res.kernels, res.activations, data)
     else:
         out = {"sims": [float(v) for v in match_motifs(res.kernels, data.kernels)[0]]}
         out.update(prec=float("nan"), rec=float("nan"))
     out.update(
-        time=dt, n_iter=res.n_iter, rss_mb=_maxrss_mb(), drss_mb=_maxrss_mb() - rss0, solver="sasd"
+        time=dt,
+        cpu=cpu,
+        n_iter=res.n_iter,
+        rss_mb=_maxrss_mb(),
+        drss_mb=_maxrss_mb() - rss0,
+        solver="sasd",
     )
     return out
 
@@ -172,25 +206,31 @@ def sporco_learn(
     iters: int = 200,
     seed: int = 0,
     callback: Callable[[Any], None] | None = None,
+    positive: bool = True,
 ) -> Any:
     """SPORCO ``ConvBPDNDictLearn`` on the mean-subtracted, unit-std image.
 
     Options as documented for this task: ``n`` filters of ``k x k``,
-    ``NonNegCoef``, ``ZeroMean`` off, ``iters`` iterations, random Gaussian
-    initial filters, ADMM sparse coding and the ADMM consensus dictionary update
+    ``NonNegCoef`` (off when ``positive`` is False: signed models), ``ZeroMean``
+    off, ``iters`` iterations, random Gaussian initial filters, ADMM sparse
+    coding and the ADMM consensus dictionary update
     (``dmethod='cns'``) with the penalties of SPORCO's own example
     ``cbpdndl_cns_gry`` (``rho = 50 lambda + 0.5``, CCMOD ``rho = 10``). With the
     default PGM dictionary update the filters stalled at similarity ~0.49 from
     the first iteration on (256^2, seed 0); the consensus update kept improving.
     Its convolution is cyclic over the image (its design; napari-sasd's is linear).
     """
+    # One FFT thread, as napari-sasd uses below 800^2: SPORCO's default
+    # (pyFFTW with a thread per core) took 41 s instead of 2.6 s for a 256^2
+    # one-motif run on this 2-core machine shared with other jobs.
+    sporco.fft.pyfftw_threads = 1
     s = data.image - data.image.mean()
     s = (s / s.std()).astype(np.float32)
     D0 = np.random.default_rng(seed).standard_normal((k, k, n)).astype(np.float32)
     opts: dict[str, Any] = {
         "Verbose": False,
         "MaxMainIter": int(iters),
-        "CBPDN": {"NonNegCoef": True, "rho": 50.0 * lmbda + 0.5},
+        "CBPDN": {"NonNegCoef": bool(positive), "rho": 50.0 * lmbda + 0.5},
         "CCMOD": {"ZeroMean": False, "rho": 10.0},
     }
     if callback is not None:
@@ -210,15 +250,24 @@ def sporco_result(learner: Any, k: int, n: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def run_sporco(
-    size: int, n: int, k: int, noise: float, seed: int, lmbda: float, iters: int = 200
+    size: int,
+    n: int,
+    k: int,
+    noise: float,
+    seed: int,
+    lmbda: float,
+    iters: int = 200,
+    model: str = "stm",
 ) -> dict[str, Any]:
     """One SPORCO dictionary learning; time, scores (best of the plausible map
     offsets, reported), memory."""
-    data = problem(size, n, k, noise, seed)
+    data = problem(size, n, k, noise, seed, model)
     rss0 = _maxrss_mb()
+    c0 = time.process_time()
     t0 = time.perf_counter()
-    learner = sporco_learn(data, k, n, lmbda, iters, seed)
+    learner = sporco_learn(data, k, n, lmbda, iters, seed, positive=not signed(model))
     dt = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     D, X = sporco_result(learner, k, n)
     best: dict[str, Any] | None = None
     recalls = {}
@@ -230,6 +279,7 @@ def run_sporco(
     assert best is not None
     best.update(
         time=dt,
+        cpu=cpu,
         n_iter=iters,
         rss_mb=_maxrss_mb(),
         drss_mb=_maxrss_mb() - rss0,
@@ -289,6 +339,28 @@ def sporco_trace(
 
 
 # ----------------------------------------------------------------- tables
+class Report:
+    """Prints a benchmark's lines and keeps them for its one results file,
+    ``benchmarks/results/<name>.txt``, overwritten by :meth:`save`."""
+
+    def __init__(self, name: str) -> None:
+        self.path = REPO / "benchmarks" / "results" / f"{name}.txt"
+        self.lines: list[str] = []
+
+    def __call__(self, *parts: Any) -> None:
+        line = " ".join(str(p) for p in parts)
+        print(line, flush=True)
+        self.lines.append(line)
+
+    def save(self, argv: Sequence[str]) -> None:
+        import shlex
+
+        cmd = "python benchmarks/" + self.path.stem + ".py " + shlex.join(argv)
+        self.path.parent.mkdir(exist_ok=True)
+        self.path.write_text(f"$ {cmd.strip()}\n" + "\n".join(self.lines) + "\n")
+        print(f"saved {self.path}")
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A markdown table."""
 

@@ -1,7 +1,11 @@
 """napari-sasd against SPORCO's convolutional dictionary learning (issue 5).
 
-Same generated problems for both: ``make_synthetic((s, s), k, n,
-copies_per_area=1.5, noise=noise, seed)``. Each solve runs in its own spawned
+Same generated problems for both, of each ``--models`` kind (``_common.problem``):
+``stm``, ``make_synthetic((s, s), k, n, copies_per_area=1.5, noise=noise,
+seed)``; ``sparse``, the papers' model (random motifs, signed Bernoulli-Gaussian
+activations at 1.5 / (k^2 n), noise relative to the image's std; both solvers
+with signed activations); ``smooth``, random motifs smoothed by 1.5 px with
+positive amplitudes. Each solve runs in its own spawned
 subprocess (so its peak resident memory is its own), napari-sasd and SPORCO
 interleaved seed by seed.
 
@@ -15,11 +19,13 @@ the border handled). Its coefficient maps have the filter's origin at the
 filter's top-left corner: peaks are moved to the centred convention by the
 best-recall shift among ``0, (k-1)//2, k//2`` and each filter's energy
 centroid (the chosen one and the recall of each are printed per run).
+Everything printed goes to ``benchmarks/results/bench_vs_peers.txt``
+(overwritten; ``--no-save`` for a trial run).
 
     python benchmarks/bench_vs_peers.py --quick             # a few minutes
-    python benchmarks/bench_vs_peers.py --sizes 256 512 --motifs 1 2 \\
-        --seeds 0 1 2 3 4 5 6 7 8 9 --sporco-seeds 3
-    python benchmarks/bench_vs_peers.py --sizes 1024 --motifs 3 -k 20 --seeds 0 1 2
+    python benchmarks/bench_vs_peers.py --models stm sparse --sizes 256 512 \\
+        --motifs 1 2 -k 12 --noises 0.05 --seeds 0 1 2 3 4 5 6 7 8 9 --sporco-seeds 5 \\
+        --lambdas 0.1 0.2 --repeats 2
     python benchmarks/bench_vs_peers.py --curves            # time_to_quality.png only
 """
 
@@ -34,7 +40,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     HAVE_SPORCO,
+    MODELS,
     SPORCO_MISSING,
+    Report,
     git_commit,
     in_subprocess,
     run_sasd,
@@ -52,17 +60,20 @@ def _call(func, sub: bool, **kw):
     return in_subprocess(func, **kw) if sub else func(**kw)
 
 
-def tune_lambda(n: int, k: int, noise: float, lambdas: list[float], size: int, iters: int, sub):
+def tune_lambda(
+    model: str, n: int, k: int, noise: float, lambdas: list[float], size: int, iters: int, sub,
+    out: Report,
+):  # fmt: skip
     """SPORCO's lambda with the best minimum similarity on the tuning seed."""
     rows, best = [], None
     for lm in lambdas:
         r = _call(
             run_sporco, sub, size=size, n=n, k=k, noise=noise, seed=TUNE_SEED, lmbda=lm,
-            iters=iters,
+            iters=iters, model=model,
         )  # fmt: skip
         m = min(r["sims"])
-        rows.append([n, k, noise, lm, m, r["rec"], r["time"]])
-        print(f"  tune n={n} k={k} noise={noise} lambda={lm}: min sim {m:.3f}", flush=True)
+        rows.append([model, n, k, noise, lm, m, r["rec"], r["time"]])
+        out(f"  tune {model} n={n} k={k} noise={noise} lambda={lm}: min sim {m:.3f}")
         if best is None or (m, r["rec"]) > best[1:]:
             best = (lm, m, r["rec"])
     assert best is not None
@@ -111,6 +122,8 @@ def curves(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="256^2, 1 motif, 2 seeds")
+    ap.add_argument("--models", nargs="+", default=["stm"], choices=MODELS)
+    ap.add_argument("--no-save", action="store_true", help="don't write the results file")
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
     ap.add_argument("--motifs", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("-k", "--ks", type=int, nargs="+", default=[12, 20])
@@ -142,28 +155,29 @@ def main(argv: list[str] | None = None) -> None:
         args.sizes, args.motifs, args.ks, args.noises = [256], [1], [12], [0.05]
         args.seeds, args.sporco_seeds, args.lambdas = [0, 1], 2, [0.1, 0.2]
     sub = not args.no_subprocess
-    print(f"napari-sasd commit {git_commit()}; SPORCO: {'yes' if HAVE_SPORCO else 'absent'}")
+    out = Report("bench_vs_peers")
+    out(f"napari-sasd commit {git_commit()}; SPORCO: {'yes' if HAVE_SPORCO else 'absent'}")
     if not HAVE_SPORCO:
-        print(SPORCO_MISSING)
+        out(SPORCO_MISSING)
 
-    lam_for: dict[tuple[int, int, float], float] = {}
+    lam_for: dict[tuple[str, int, int, float], float] = {}
     tune_rows: list[list] = []
     rows = []
-    for k in args.ks:
+    for model, k in ((m, k) for m in args.models for k in args.ks):
         for noise in args.noises:
             for n in args.motifs:
                 peer_sizes = [s for s in args.sizes if s <= args.sporco_max_size]
-                if HAVE_SPORCO and peer_sizes and (n, k, noise) not in lam_for:
+                if HAVE_SPORCO and peer_sizes and (model, n, k, noise) not in lam_for:
                     lam, tr = tune_lambda(
-                        n, k, noise, args.lambdas, args.tune_size, args.iters, sub
+                        model, n, k, noise, args.lambdas, args.tune_size, args.iters, sub, out
                     )
-                    lam_for[(n, k, noise)] = lam
+                    lam_for[(model, n, k, noise)] = lam
                     tune_rows += tr
                 for size in args.sizes:
                     peer = HAVE_SPORCO and size <= args.sporco_max_size
                     ours, theirs = [], []
                     for i, seed in enumerate(args.seeds):
-                        kw = dict(size=size, n=n, k=k, noise=noise, seed=seed)
+                        kw = dict(size=size, n=n, k=k, noise=noise, seed=seed, model=model)
                         both = peer and i < args.sporco_seeds
                         r, q = None, None
                         # Repeats alternate the two solvers; each keeps its fastest
@@ -174,13 +188,13 @@ def main(argv: list[str] | None = None) -> None:
                                 q = _fastest(
                                     q,
                                     _call(
-                                        run_sporco, sub, lmbda=lam_for[(n, k, noise)],
+                                        run_sporco, sub, lmbda=lam_for[(model, n, k, noise)],
                                         iters=args.iters, **kw,
                                     ),
                                 )  # fmt: skip
                         ours.append(r)
                         msg = (
-                            f"  {size}^2 n={n} k={k} noise={noise} seed={seed}: sasd "
+                            f"  {model} {size}^2 n={n} k={k} noise={noise} seed={seed}: sasd "
                             f"{r['time']:.2f} s sims {np.round(r['sims'], 3).tolist()} "
                             f"R {r['rec']:.3f} rss {r['rss_mb']:.0f} MB"
                         )
@@ -191,23 +205,26 @@ def main(argv: list[str] | None = None) -> None:
                                 f"{np.round(q['sims'], 3).tolist()} R {q['rec']:.3f} "
                                 f"offset {q['offset']} (recall by offset {q['recall_by_offset']})"
                             )
-                        print(msg, flush=True)
-                    rows.append(_row("napari-sasd", size, n, k, noise, ours, None))
+                        out(msg)
+                    rows.append(_row("napari-sasd", model, size, n, k, noise, ours, None))
                     if theirs:
                         t_ours = float(np.median([r["time"] for r in ours[: len(theirs)]]))
-                        rows.append(_row("SPORCO", size, n, k, noise, theirs, None))
+                        rows.append(_row("SPORCO", model, size, n, k, noise, theirs, None))
                         t_theirs = float(np.median([r["time"] for r in theirs]))
-                        rows[-2][-1] = f"{t_ours / t_theirs:.3f}"
-    print()
+                        c_ours = float(np.median([r["cpu"] for r in ours[: len(theirs)]]))
+                        c_theirs = float(np.median([r["cpu"] for r in theirs]))
+                        rows[-2][-1] = f"{t_ours / t_theirs:.3f} ({c_ours / c_theirs:.3f})"
+    out()
     if tune_rows:
-        print(f"SPORCO lambda tuning (seed {TUNE_SEED}, {args.tune_size}^2, {args.iters} iters):")
-        hdr = ["motifs", "k", "noise", "lambda", "min sim", "recall", "time (s)"]
-        print(table(hdr, tune_rows))
-        print()
-    print(
+        out(f"SPORCO lambda tuning (seed {TUNE_SEED}, {args.tune_size}^2, {args.iters} iters):")
+        hdr = ["model", "motifs", "k", "noise", "lambda", "min sim", "recall", "time (s)"]
+        out(table(hdr, tune_rows))
+        out()
+    out(
         table(
             [
                 "solver",
+                "model",
                 "image",
                 "motifs",
                 "k",
@@ -221,17 +238,22 @@ def main(argv: list[str] | None = None) -> None:
                 "recall",
                 "peak RSS (MB)",
                 "solve RSS delta (MB)",
-                "time ratio sasd/SPORCO",
+                "median CPU time (s)",
+                "time ratio sasd/SPORCO (CPU)",
             ],
             rows,
         )
     )
-    print(
+    out(
         f"\nTimes: the fastest of {args.repeats} run(s) of each solve, the two solvers "
         "alternating. Time ratio: median napari-sasd time over the seeds SPORCO also ran, "
-        "divided by SPORCO's median time. RSS: peak (VmHWM) of the solve's own process "
+        "divided by SPORCO's median time (in brackets: the same for CPU time, "
+        "steadier on a machine shared with other jobs). SPORCO's FFTs on one thread, "
+        "like napari-sasd's below 800^2. RSS: peak (VmHWM) of the solve's own process "
         "(includes ~the interpreter and imports); delta: growth during the solve."
     )
+    if not args.no_save:
+        out.save(sys.argv[1:] if argv is None else argv)
 
 
 def _fastest(best, run):
@@ -239,13 +261,14 @@ def _fastest(best, run):
     return run if best is None or run["time"] < best["time"] else best
 
 
-def _row(name, size, n, k, noise, runs, ratio):
+def _row(name, model, size, n, k, noise, runs, ratio):
     mins = [min(r["sims"]) for r in runs]
     allsims = [s for r in runs for s in r["sims"]]
     rss = [r.get("rss_mb", float("nan")) for r in runs]
     drss = [r.get("drss_mb", float("nan")) for r in runs]
     return [
         name,
+        model,
         f"{size}^2",
         n,
         k,
@@ -259,6 +282,7 @@ def _row(name, size, n, k, noise, runs, ratio):
         float(np.median([r["rec"] for r in runs])),
         float(np.max(rss)),
         float(np.max(drss)),
+        float(np.median([r["cpu"] for r in runs])),
         "" if ratio is None else ratio,
     ]
 
