@@ -2,60 +2,92 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import fft
 
 from ._lattice_basis import wrap
 
 
+@dataclass
+class Spectra:
+    """What one set of weights gives, reused for every envelope width."""
+
+    smooth: np.ndarray  # (H, W) sub-lattice-frequency background
+    weights: np.ndarray  # rfft2 of the weights (padded)
+    data: np.ndarray  # rfft2 of weights * (image - smooth) (padded)
+    n: float  # number of pixels with weight
+
+
 class BandFit:
     """Normalised band-pass at the lattice frequencies, on a zero-padded grid.
 
-    Zero padding by a few envelope widths makes the FFT convolutions linear,
-    so the two sides of the image do not mix; the weights then handle the
-    border like any other missing pixel.
+    A Gaussian envelope of std ``sigma`` pixels is a Gaussian bump of std
+    ``1 / (2 pi sigma)`` cycles/px around each ``+-k``. Zero padding by three
+    envelope widths makes the FFT convolutions linear, so the two sides of the
+    image do not mix; the weights then handle the border like any other
+    missing pixel.
     """
 
     def __init__(
-        self, shape: tuple[int, int], freqs: np.ndarray, sigma: float, smooth: float
+        self, shape: tuple[int, int], freqs: np.ndarray, max_sigma: float, smooth: float
     ) -> None:
         H, W = shape
-        pad = int(np.ceil(3 * max(sigma, smooth)))
+        pad = int(np.ceil(3 * max(max_sigma, smooth)))
         self.shape = shape
+        self.freqs = freqs
         self.padded = (
             fft.next_fast_len(H + pad, real=True),
             fft.next_fast_len(W + pad, real=True),
         )
         Hp, Wp = self.padded
-        fy = fft.fftfreq(Hp)[:, None]
-        fx = fft.rfftfreq(Wp)[None, :]
-        # Gaussian envelope of std sigma (px) <-> Gaussian bump of std 1/(2 pi sigma) in frequency.
-        s2 = 2 * (np.pi * sigma) ** 2
-        band = np.zeros((Hp, Wp // 2 + 1))
-        for k in freqs:
-            for s in (1.0, -1.0):
-                gy = np.exp(-s2 * wrap(fy - s * k[0]) ** 2)
-                gx = np.exp(-s2 * wrap(fx - s * k[1]) ** 2)
-                np.maximum(band, gy * gx, out=band)
-        self.band = band
-        self.low = np.exp(-s2 * (fy**2 + fx**2))
+        self.fy = fft.fftfreq(Hp)[:, None]
+        self.fx = fft.rfftfreq(Wp)[None, :]
         b2 = 2 * (np.pi * smooth) ** 2
-        self.low_smooth = np.exp(-b2 * (fy**2 + fx**2))
+        self.low_smooth = np.exp(-b2 * (self.fy**2 + self.fx**2))
+        # rfft keeps columns 0..Wp/2; all but the first (and Nyquist) stand for two.
+        self.multiplicity = np.full(self.fx.shape, 2.0)
+        self.multiplicity[:, 0] = 1.0
+        if Wp % 2 == 0:
+            self.multiplicity[:, -1] = 1.0
 
-    def _filter(self, a: np.ndarray, transfer: np.ndarray) -> np.ndarray:
+    def band(self, sigma: float) -> np.ndarray:
+        """The transfer function: the largest Gaussian bump at any ``+-k``."""
+        s2 = 2 * (np.pi * sigma) ** 2
+        out = np.zeros((len(self.fy), self.fx.shape[1]))
+        for k in self.freqs:
+            for s in (1.0, -1.0):
+                gy = np.exp(-s2 * wrap(self.fy - s * k[0]) ** 2)
+                gx = np.exp(-s2 * wrap(self.fx - s * k[1]) ** 2)
+                np.maximum(out, gy * gx, out=out)
+        return out
+
+    def _inverse(self, spec: np.ndarray) -> np.ndarray:
         H, W = self.shape
-        return fft.irfft2(fft.rfft2(a, self.padded) * transfer, self.padded)[:H, :W]
+        return fft.irfft2(spec, self.padded)[:H, :W]
 
-    def __call__(self, z: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The lattice and the smooth (sub-lattice-frequency) background of ``z``."""
+    def prepare(self, z: np.ndarray, w: np.ndarray) -> Spectra:
+        """Spectra of the weighted data, ``z`` less its smooth background."""
         # The smooth background first: left in, it would leak into the bands
         # wherever the weights jump (holes left by defects, the border).
-        ws = self._filter(w, self.low_smooth)
-        smooth = self._filter(w * z, self.low_smooth) / np.maximum(ws, 1e-3)
-        wl = self._filter(w, self.low)
+        fw = fft.rfft2(w, self.padded)
+        ws = self._inverse(fw * self.low_smooth)
+        smooth = self._inverse(fft.rfft2(w * z, self.padded) * self.low_smooth)
+        smooth /= np.maximum(ws, 1e-3)
+        return Spectra(smooth, fw, fft.rfft2(w * (z - smooth), self.padded), float(w.sum()))
+
+    def lattice(self, spec: Spectra, sigma: float) -> tuple[np.ndarray, float]:
+        """The lattice for envelope ``sigma``, and the fit's degrees of freedom."""
+        band = self.band(sigma)
+        low = np.exp(-2 * (np.pi * sigma) ** 2 * (self.fy**2 + self.fx**2))
+        wl = self._inverse(spec.weights * low)
         wl = np.maximum(wl, 0.1 * float(wl.max()))  # no data nearby: no lattice claimed
-        lat = self._filter(w * (z - smooth), self.band) / wl
-        return lat, smooth
+        lat = self._inverse(spec.data * band) / wl
+        # Trace of the (unweighted) band filter, in image pixels: its degrees of freedom.
+        H, W = self.shape
+        dof = float((band * self.multiplicity).sum()) * H * W / np.prod(self.padded)
+        return lat, dof
 
 
 def disk(radius: float) -> np.ndarray:

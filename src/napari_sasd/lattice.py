@@ -44,12 +44,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import fft, ndimage, signal
 
-from ._lattice_band import BandFit, disk
+from ._lattice_band import BandFit, Spectra, disk
 from ._lattice_basis import best_basis, half_plane, refine_peak
 
 __all__ = ["Lattice", "LatticeTerm", "find_lattice", "fit_lattice", "lattice_energy"]
 
 _LN2 = float(np.log(2.0))
+# Envelope widths tried by fit_lattice, in lattice periods.
+ENVELOPES = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 
 
 @dataclass(frozen=True)
@@ -276,9 +278,10 @@ def fit_lattice(
         :meth:`Lattice.frequencies`).
     envelope : float, optional
         Standard deviation (pixels) of the Gaussian envelope over which the
-        lattice's amplitude and phase may vary; default four of the longest
-        basis period (at least 6 px). Larger follows the lattice less and the
-        defects less.
+        lattice's amplitude and phase may vary. Default: chosen per channel
+        among 1 to 8 lattice periods (3 px to half the image) by generalised
+        cross-validation on the non-defect pixels, after the first robust
+        pass: short for a lattice distorted by creep, long for a rigid one.
     passes : int
         Robust reweighting passes after the first fit: pixels whose residual
         exceeds ``clip`` robust standard deviations (grown by half a lattice
@@ -309,20 +312,28 @@ def fit_lattice(
         return out.reshape(np.shape(image))
     freqs = lattice.frequencies(harmonics)
     period = float(lattice.periods.max())
-    sigma = max(6.0, 4.0 * period) if envelope is None else float(envelope)
-    if not sigma > 0:
-        raise ValueError(f"envelope must be positive, got {envelope}")
-    fitter = BandFit((H, W), freqs, sigma, smooth=max(1.0, period))
+    if envelope is None:
+        # Candidates from loose (drift, creep) to stiff, at most half the image.
+        cands = np.unique(np.clip(period * np.array(ENVELOPES), 3.0, max(H, W) / 2))
+    else:
+        if not float(envelope) > 0:
+            raise ValueError(f"envelope must be positive, got {envelope}")
+        cands = np.array([float(envelope)])
+    fitter = BandFit((H, W), freqs, float(cands.max()), smooth=max(1.0, period))
     # Grow outliers by about an atom, so a defect's fainter rim goes with its core.
     grow = disk(float(np.clip(period / 2, 1.5, 4.0)))
     for c, z in enumerate(stack):
         w = ok.astype(np.float64)
         z = np.where(ok, z, 0.0)
+        sigma = float(cands[len(cands) // 2])
         for p in range(passes + 1):
-            lat, smooth = fitter(z, w)
+            spec = fitter.prepare(z, w)
+            if p == min(1, passes) and len(cands) > 1:
+                sigma = _choose_envelope(fitter, spec, z, w, cands)
+            lat, _ = fitter.lattice(spec, sigma)
             if p == passes:
                 break
-            res = np.abs(z - smooth - lat)[ok]
+            res = np.abs(z - spec.smooth - lat)[ok]
             med = float(np.median(res))
             # A robust cut, but never more than 40 % of the pixels: a fit that
             # is off everywhere (a distorted lattice) must not starve itself.
@@ -332,6 +343,28 @@ def fit_lattice(
             w = (ok & ~ndimage.binary_dilation(bad, grow)).astype(np.float64)
         out[c] = lat
     return out.reshape(np.shape(image))
+
+
+def _choose_envelope(
+    fitter: BandFit, spec: Spectra, z: np.ndarray, w: np.ndarray, cands: np.ndarray
+) -> float:
+    """The envelope width with the smallest generalised cross-validation score.
+
+    ``GCV = (RSS / n) / (1 - dof / n)^2`` over the weighted (non-defect)
+    pixels: a short envelope follows a distorted lattice but also the noise, a
+    long one is steadier but smears a lattice whose period drifts; GCV weighs
+    the two without a held-out set (Golub, Heath & Wahba 1979).
+    """
+    best, best_score = float(cands[0]), np.inf
+    for sigma in cands:
+        lat, dof = fitter.lattice(spec, float(sigma))
+        rss = float((w * (z - spec.smooth - lat) ** 2).sum())
+        if dof >= spec.n:
+            continue
+        score = rss / spec.n / (1 - dof / spec.n) ** 2
+        if score < best_score:
+            best, best_score = float(sigma), score
+    return best
 
 
 def lattice_energy(kernel: np.ndarray, lattice: Lattice, harmonics: int = 1) -> float:
