@@ -649,3 +649,23 @@ def test_cancelled_rerun_leaves_the_previous_results_as_they_were(
         np.testing.assert_array_equal(layer.data, data)
         assert dict(layer.metadata.get(META_KEY) or {}) == meta
     assert widget.result is result
+
+
+def test_a_plot_that_fails_while_showing_ends_the_run_with_an_error(
+    viewer_widget, run_and_wait, small_image, monkeypatch, shown_errors
+):
+    # Results appear over several event-loop turns; a step that raises must
+    # end the run (an error for the user), not leave the dock waiting on it.
+    viewer, widget = viewer_widget
+    viewer.add_image(small_image.image, name="img")
+    _setup(widget, n=1, max_iter=40)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the histogram broke")
+
+    monkeypatch.setattr(widget.plots, "show_histogram", broken)
+    assert run_and_wait(widget) == "error"
+    assert shown_errors and "the histogram broke" in shown_errors[0]
+    assert widget._steps is None and widget._run.text == "Run"
+    monkeypatch.undo()
+    assert run_and_wait(widget) == "done"  # the dock still works

@@ -402,6 +402,16 @@ class SasdWidget(QWidget):
                 state, self._deferred = self._deferred, None
                 self._finish(state)
             return
+        except Exception as exc:
+            # A plot or panel failed: say so and end the run, rather than leave
+            # the dock waiting forever on steps that will not come (Run refused).
+            self._steps = None
+            self._show_failed = True
+            self._on_error(exc)
+            if self._deferred is not None:
+                state, self._deferred = self._deferred, None
+                self._finish(state)
+            return
         QTimer.singleShot(1, self._step)
 
     def _show(self, result: SolveResult, ctx: RunContext) -> Generator[None, None, None]:
