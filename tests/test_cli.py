@@ -274,6 +274,11 @@ def test_partial_3ds_grid_solves_and_says_so(tmp_path, capsys):
     assert (out / "g.sasd" / "quicklook.png").stat().st_size > 1000
     head = (out / "g.sasd" / "spectra.csv").read_text().splitlines()[0]
     assert head.startswith("Bias (V),away,motif 1 at copies")
+    # Opened in napari, the layers say volts and nm, as the grid's own layer.
+    from napari_sasd.reader import read_bundle_layers
+
+    units = [kw.get("units") for _, kw, _ in read_bundle_layers(out / "g.sasd")]
+    assert units[0] == ("V", "nm", "nm") and units[-1] == ("nm", "nm")
 
 
 def _running_in_group(pgid: int) -> list[int]:

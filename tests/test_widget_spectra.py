@@ -170,6 +170,17 @@ def test_partial_3ds_grid_opens_with_nan_and_solves(viewer_widget, run_and_wait,
     assert np.isfinite(r.kernels).all() and np.isfinite(r.activations).all()
     sims, _ = match_motifs(r.kernels, d.kernels)
     assert sims[0] > 0.8, sims
+    # The results say the source's units, so napari keeps using them.
+    assert viewer.layers.extent.units is not None
+    motif = viewer.layers["LIX 1 omega (A) motif 1"]
+    assert str(motif.units[0]) == "volt" and motif.axis_labels[0] == "Bias"
+    assert str(viewer.layers["LIX 1 omega (A) defects"].units[-1]) == "nanometer"
     s = widget.spectra
     np.testing.assert_allclose(s.energies, np.linspace(-0.5, 0.5, 5), atol=1e-6)
     assert s.axis_title == "Bias (V)" and np.isfinite(s.at_copies).all()
+
+    # Saved and opened again beside the grid: the same units (volts, nm).
+    out = widget._on_save(path=str(tmp_path / "g"))
+    again = viewer.open(out, plugin="napari-sasd")
+    assert viewer.layers.extent.units is not None
+    assert str(again[0].units[0]) == "volt" and str(again[-1].units[-1]) == "nanometer"

@@ -219,7 +219,29 @@ def read_bundle_layers(path: PathLike) -> list[LayerData]:
     for _, kw, _ in tuples:
         kw["metadata"][META_KEY] = {**rec, **kw["metadata"][META_KEY]}
     _apply_colors(tuples, colors)
+    _apply_units(tuples, rec)
     return tuples
+
+
+def _apply_units(tuples: list[LayerData], rec: dict[str, Any]) -> None:
+    """The record's units on the layers: ``space_units`` on the image plane and,
+    for a cube's motifs, the sweep's unit when it is a uniform axis.
+
+    napari stops using units as soon as two layers disagree, so a bundle
+    opened beside its scan (nm; a grid's bias in volts) must say the same.
+    """
+    space = str(rec.get("space_units") or "")
+    if space in ("", "px", "pixel") or not _napari_unit(space):
+        return
+    sweep = rec.get("sweep") if isinstance(rec.get("sweep"), dict) else {}
+    su = str(sweep.get("unit") or "") if sweep.get("uniform") else ""
+    su = su if su and _napari_unit(su) else "pixel"
+    for data, kw, kind in tuples:
+        nd = int(np.shape(data)[1]) if kind == "points" else int(np.ndim(data))
+        if nd == 2:
+            kw["units"] = (space, space)
+        elif nd == 3:
+            kw["units"] = (su, space, space)
 
 
 def _apply_colors(tuples: list[LayerData], colors: list[str]) -> None:

@@ -437,6 +437,7 @@ class SasdWidget(QWidget):
             plane=plane_transform(layer),
             **self._thresholds(result),
         )
+        _carry_axes(tuples, layer)
         # Replace only the layers of this source's previous run in this widget,
         # found by run id: a renamed source still finds them, and result layers
         # the user opened from a bundle (same source name) are left alone.
@@ -615,6 +616,8 @@ class SasdWidget(QWidget):
             if cube and self.spectra is not None:
                 sw = self.spectra
                 extra["sweep"] = sweep_record(sw.energies, sw.label, sw.unit)
+            if getattr(layer, "units", None) is not None:
+                extra["space_units"] = str(layer.units[-1])  # e.g. "nanometer", "pixel"
             pictures = bundle_pictures(
                 ctx.image,
                 defects,
@@ -652,6 +655,22 @@ class SasdWidget(QWidget):
         """Cancel a running search when the dock widget is closed."""
         self.cancel()
         super().closeEvent(event)
+
+
+def _carry_axes(tuples: list[tuple], source) -> None:
+    """Give result layers the source's units and axis labels (its last axes).
+
+    napari stops using units as soon as two layers disagree ("Inconsistent
+    units across layers"), so results of a scan in nm, or of a grid whose
+    bias axis is in volts, must say the same.
+    """
+    units = [str(u) for u in getattr(source, "units", ())]
+    labels = [str(a) for a in getattr(source, "axis_labels", ())]
+    for data, kwargs, kind in tuples:
+        nd = int(np.shape(data)[1]) if kind == "points" else int(np.ndim(data))
+        if 0 < nd <= min(len(units), len(labels)):
+            kwargs["units"] = tuple(units[-nd:])
+            kwargs["axis_labels"] = tuple(labels[-nd:])
 
 
 def _done_message(result: SolveResult, defects, started: float) -> str:
