@@ -111,3 +111,51 @@ def precision_recall(
         r, c = optimize.linear_sum_assignment(cost)
         hits += int(np.sum(ok[r, c]))
     return hits / len(found), hits / len(truth)
+
+
+def box_scores(
+    points: np.ndarray, boxes: np.ndarray, grow: float = 2.0
+) -> tuple[float, float, float]:
+    """Precision, recall and F1 of points against labelled boxes, one-to-one.
+
+    A point matches a box when it lies inside the box grown by ``grow`` pixels
+    on each side; each box claims at most one point and each point at most one
+    box (a maximum matching). This is how the human-labelled scans are scored
+    (``../shared/data/wse2_mlstm``, ``benchmarks/bench_real.py``).
+
+    Parameters
+    ----------
+    points : ndarray
+        ``(M, 2)`` (row, col) positions.
+    boxes : ndarray
+        ``(B, 4)`` boxes as ``(x, y, width, height)``, ``x, y`` the top-left
+        corner (column, row), in the points' pixel frame.
+    grow : float
+        Tolerance added to each side of a box, in pixels.
+
+    Returns
+    -------
+    precision, recall, f1 : float
+        Precision is 1 with no point, recall 1 with no box.
+    """
+    pts = np.asarray(points, float).reshape(-1, 2)
+    bx = np.asarray(boxes, float).reshape(-1, 4)
+    if len(pts) == 0 or len(bx) == 0:
+        p = 1.0 if len(pts) == 0 else 0.0
+        r = 1.0 if len(bx) == 0 else 0.0
+        return p, r, _f1(p, r)
+    r, c = pts[:, 0][:, None], pts[:, 1][:, None]
+    x0, y0 = bx[:, 0] - grow, bx[:, 1] - grow
+    x1, y1 = bx[:, 0] + bx[:, 2] + grow, bx[:, 1] + bx[:, 3] + grow
+    inside = (c >= x0) & (c <= x1) & (r >= y0) & (r <= y1)
+    # A maximum bipartite matching on the "inside" graph (Hopcroft-Karp).
+    match = sparse.csgraph.maximum_bipartite_matching(
+        sparse.csr_matrix(inside.astype(np.int8)), perm_type="column"
+    )
+    hits = int((match >= 0).sum())
+    p, rcl = hits / len(pts), hits / len(bx)
+    return p, rcl, _f1(p, rcl)
+
+
+def _f1(p: float, r: float) -> float:
+    return 0.0 if p + r == 0 else 2 * p * r / (p + r)

@@ -1,0 +1,195 @@
+"""One point per defect copy, with a threshold calibrated to the noise, napari-free.
+
+A real defect's activation is a small cluster (sub-pixel position, slight
+shape changes), so peaks of the raw activation map give several points per
+defect. Smoothing each map by its motif's autocorrelation gives
+``c_n = a_n (*) (a_n (*) x_n)`` correlated back: the model's own matched
+filter output, whose peak over a copy is the copy's total amplitude (the
+motif has unit norm) wherever its cluster is, one peak per copy.
+
+Its threshold is a significance decision: the same matched filter applied to
+the residual (data minus model) has a robust standard deviation ``sigma_n``
+-- the noise a copy of motif ``n`` must stand out from, scan-line streaks and
+correlated noise included -- and a copy counts when its amplitude exceeds
+``z * sigma_n``. Where the residual is locally larger (a large defect the
+motifs fit only in part, a streaky stretch of the scan), the local RMS of
+that matched filter over a few motif sizes replaces ``sigma_n``: the copies
+that only patch a misfit there do not count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy import ndimage, signal
+from scipy.spatial import cKDTree
+
+from .peaks import Defects, find_defects
+
+__all__ = [
+    "DEFAULT_SIGNIFICANCE",
+    "CopyMaps",
+    "copy_maps",
+    "detect_copies",
+]
+
+#: Default significance: a copy's amplitude in units of the matched filter's
+#: local noise. On Gaussian noise, peaks past 4 sigma of a field smoothed over
+#: a motif are expected well under once per 1024^2 image; on the labelled
+#: WSe2 scans 4 gave median F1 0.73, 5 gave 0.69, 3 gave 0.68
+#: (``benchmarks/bench_real.py``).
+DEFAULT_SIGNIFICANCE = 4.0
+#: Side of the window of the local noise level, in motif sizes.
+LOCAL_WINDOW = 4
+
+
+@dataclass
+class CopyMaps:
+    """Smoothed activation maps and the noise they are judged against.
+
+    Attributes
+    ----------
+    maps : ndarray
+        ``(N, H, W)``: each motif's activations smoothed by its
+        autocorrelation; a copy's peak is its amplitude (image units).
+    noise : ndarray
+        ``(N,)``: robust std of each motif's matched filter on the residual.
+    local_noise : ndarray
+        ``(N, H, W)``: the noise at each pixel, at least ``noise``.
+    radius : int
+        Smallest distance between two copies of one motif, in pixels.
+    """
+
+    maps: np.ndarray
+    noise: np.ndarray
+    local_noise: np.ndarray
+    radius: int
+
+    def thresholds(self, z: float = DEFAULT_SIGNIFICANCE) -> np.ndarray:
+        """Per-motif amplitude thresholds (image units) at significance ``z``."""
+        return float(z) * self.noise
+
+    def significance(self, defects: Defects) -> np.ndarray:
+        """Each defect's amplitude in units of its motif's noise where it sits."""
+        if len(defects) == 0:
+            return np.zeros(0)
+        h, w = self.local_noise.shape[1:]
+        r = np.clip(np.round(defects.positions[:, 0]).astype(int), 0, h - 1)
+        c = np.clip(np.round(defects.positions[:, 1]).astype(int), 0, w - 1)
+        return defects.amplitude / np.maximum(self.local_noise[defects.motif, r, c], 1e-300)
+
+
+def _as_nckk(kernels: np.ndarray) -> np.ndarray:
+    k = np.asarray(kernels, np.float64)
+    return k[:, None] if k.ndim == 3 else k
+
+
+def _robust_std(v: np.ndarray) -> float:
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return 0.0
+    return 1.4826 * float(np.median(np.abs(v - np.median(v))))
+
+
+def copy_maps(
+    activations: ArrayLike,
+    kernels: ArrayLike,
+    residual: ArrayLike,
+    mask: ArrayLike | None = None,
+) -> CopyMaps:
+    """Activation maps smoothed to one peak per copy, and their noise levels.
+
+    Parameters
+    ----------
+    activations : array_like
+        ``(N, H, W)`` (``SolveResult.activations``).
+    kernels : array_like
+        ``(N, kh, kw)`` or ``(N, C, kh, kw)`` unit-norm motifs.
+    residual : array_like
+        ``(H, W)`` or ``(C, H, W)``: the analysed data minus the
+        reconstruction, in image units (NaN where unobserved).
+    mask : array_like of bool, optional
+        ``(H, W)`` True where observed; the noise is measured there only.
+
+    Returns
+    -------
+    CopyMaps
+    """
+    x = np.asarray(activations, np.float64)
+    a = _as_nckk(kernels)
+    r = np.asarray(residual, np.float64)
+    if r.ndim == 2:
+        r = r[None]
+    if x.ndim != 3 or len(a) != len(x) or r.shape[1:] != x.shape[1:] or r.shape[0] != a.shape[1]:
+        raise ValueError(
+            f"copy_maps: activations {x.shape}, kernels {a.shape} and residual {r.shape} "
+            "do not agree (N maps of H x W, N motifs of C channels, C x H x W residual)"
+        )
+    obs = np.isfinite(r).all(0)
+    if mask is not None:
+        obs &= np.asarray(mask, bool)
+    r = np.where(obs, r, 0.0)
+    maps = np.empty_like(x)
+    noise = np.empty(len(x))
+    local = np.empty_like(x)
+    kh, kw = a.shape[-2:]
+    for n in range(len(x)):
+        # Autocorrelation summed over channels: odd-sized, centred, so "same"
+        # keeps each copy's peak where its activation cluster is.
+        ac = sum(signal.fftconvolve(c, c[::-1, ::-1], mode="full") for c in a[n])
+        maps[n] = signal.fftconvolve(x[n], ac, mode="same")
+        mf = sum(
+            signal.correlate(r[c], a[n, c], mode="same", method="fft") for c in range(len(r))
+        )
+        noise[n] = _robust_std(mf[obs])
+        # Local RMS over LOCAL_WINDOW motif sizes, observed pixels only.
+        win = (LOCAL_WINDOW * kh, LOCAL_WINDOW * kw)
+        num = ndimage.uniform_filter(np.where(obs, mf, 0.0) ** 2, win, mode="constant")
+        den = ndimage.uniform_filter(obs.astype(np.float64), win, mode="constant")
+        local[n] = np.maximum(np.sqrt(num / np.maximum(den, 1e-12)), noise[n])
+    return CopyMaps(maps=maps, noise=noise, local_noise=local, radius=max(1, min(kh, kw) // 2))
+
+
+def detect_copies(
+    maps: CopyMaps, significance: float = DEFAULT_SIGNIFICANCE, *, merge: bool = True
+) -> Defects:
+    """One point per copy: peaks of the smoothed maps that are significant.
+
+    Parameters
+    ----------
+    maps : CopyMaps
+        From :func:`copy_maps`.
+    significance : float
+        Smallest amplitude counted, in units of the local noise of the
+        motif's matched filter (:meth:`CopyMaps.significance`).
+    merge : bool
+        Where copies of different motifs lie within ``maps.radius`` of each
+        other (one defect explained by two motifs), keep the most significant.
+
+    Returns
+    -------
+    Defects
+        ``amplitude`` is each copy's total amplitude (image units).
+    """
+    if not np.isfinite(significance) or significance < 0:
+        raise ValueError(f"significance must be a number >= 0, got {significance!r}")
+    # Every peak above the global level, then each held to its local level.
+    found = find_defects(maps.maps, maps.thresholds(significance), min_distance=maps.radius)
+    ok = maps.significance(found) > significance
+    found = Defects(found.positions[ok], found.motif[ok], found.amplitude[ok])
+    if not merge or len(found) < 2 or len(maps.maps) < 2:
+        return found
+    z = maps.significance(found)
+    order = np.argsort(-z, kind="stable")
+    tree = cKDTree(found.positions)
+    drop = np.zeros(len(found), bool)
+    for i in order:
+        if drop[i]:
+            continue
+        for j in tree.query_ball_point(found.positions[i], maps.radius):
+            if j != i and found.motif[j] != found.motif[i]:
+                drop[j] = True
+    keep = ~drop
+    return Defects(found.positions[keep], found.motif[keep], found.amplitude[keep])

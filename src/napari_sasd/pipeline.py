@@ -1,0 +1,220 @@
+"""The whole analysis of a scan, as a microscopist runs it, napari-free.
+
+``solve`` fits the model; real scans need more around it, and this module
+is that chain, shared by the command line and the dock:
+
+1. flatten (plane and scan-line offsets, :mod:`.flatten`);
+2. mark scan-line scars and leave them out of the fit (:mod:`.scars`);
+3. remove an atomic lattice found from its Bragg peaks (:mod:`.lattice`),
+   so that motifs are departures from it;
+4. solve (:func:`.solver.iter_solve`);
+5. one point per copy, with a threshold set by significance against the
+   residual's noise (:mod:`.detection`); copies of motifs that look like scan
+   artefacts (:mod:`.flags`) are left out of the defects, and said so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from .detection import DEFAULT_SIGNIFICANCE, CopyMaps, copy_maps, detect_copies
+from .flags import motif_flags
+from .flatten import flatten as flatten_image
+from .peaks import Defects
+from .result import SolveProgress, SolveResult
+from .scars import has_scars, mark_scars
+from .solver import iter_solve
+
+__all__ = ["Analysis", "analyse", "iter_analyse"]
+
+Auto = Literal["auto", "on", "off"]
+
+
+@dataclass
+class Analysis:
+    """Everything one analysis produced.
+
+    Attributes
+    ----------
+    result : SolveResult
+        The solve on the prepared data.
+    defects : Defects
+        One point per copy, of the motifs that are not flagged as artefacts
+        (all motifs with ``keep_artefacts``), at the significance threshold.
+    copies : CopyMaps
+        The smoothed activation maps and their noise levels (defects at
+        another significance: :meth:`redetect`).
+    significance : float
+        The significance threshold used (:func:`~napari_sasd.detection.detect_copies`).
+    data : ndarray
+        The data that was solved (flattened, lattice removed), ``(H, W)`` or
+        ``(C, H, W)``.
+    scars : ndarray or None
+        ``(H, W)`` bool, the scar pixels left out of the fit (None: not used).
+    lattice : ndarray or None
+        The periodic background removed before solving (None: none found or off).
+    flags : list of list of str
+        Artefact flags per motif (:data:`napari_sasd.flags.FLAG_TEXT`).
+    settings : dict
+        What was done, for the record.
+    """
+
+    result: SolveResult
+    defects: Defects
+    copies: CopyMaps
+    significance: float
+    data: np.ndarray
+    scars: np.ndarray | None
+    lattice: np.ndarray | None
+    flags: list[list[str]]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def redetect(
+        self, significance: float = DEFAULT_SIGNIFICANCE, keep_artefacts: bool | None = None
+    ) -> Defects:
+        """Defects at another significance, without a new solve."""
+        keep = self.settings.get("keep_artefacts", False) if keep_artefacts is None else keep_artefacts
+        return _select(detect_copies(self.copies, significance), self.flags, keep)
+
+
+def _select(defects: Defects, flags: list[list[str]], keep_artefacts: bool) -> Defects:
+    if keep_artefacts or not any(flags):
+        return defects
+    ok = np.array([not flags[m] for m in defects.motif], bool).reshape(-1)
+    return Defects(defects.positions[ok], defects.motif[ok], defects.amplitude[ok])
+
+
+def _prepare(
+    image: np.ndarray,
+    channel_axis: int | None,
+    mask: np.ndarray | None,
+    flatten: bool,
+    scars: Auto,
+    lattice: Auto,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None, dict[str, Any]]:
+    """Flatten, mark scars, remove the lattice: the data to solve, its mask,
+    the scar mask and the lattice (channels first for a cube)."""
+    data = np.asarray(image, np.float64)
+    if channel_axis is not None:
+        data = np.moveaxis(data, channel_axis, 0)
+    obs = None if mask is None else np.asarray(mask, bool)
+    info: dict[str, Any] = {"flatten": bool(flatten), "scars": scars, "lattice": lattice}
+    if flatten:
+        data = flatten_image(data, mask=obs)
+    scar_mask = None
+    if scars != "off":
+        marked = mark_scars(data, mask=obs)
+        info["scar_fraction"] = float(marked.mean())
+        if scars == "on" or has_scars(marked):
+            scar_mask = marked
+            obs = ~marked if obs is None else obs & ~marked
+    lat = None
+    if lattice != "off":
+        try:
+            from . import lattice as lattice_mod
+        except ImportError:  # the lattice term is optional until it lands
+            lattice_mod = None
+        if lattice_mod is not None:
+            found = lattice_mod.find_lattice(data if data.ndim == 2 else data.mean(0), mask=obs)
+            info["lattice_found"] = bool(found.present)
+            if found.present or lattice == "on":
+                lat = lattice_mod.fit_lattice(data, found)
+                data = data - lat
+    return data, obs, scar_mask, lat, info
+
+
+def iter_analyse(
+    image: ArrayLike,
+    kernel_size: int | tuple[int, int] = 15,
+    n_motifs: int = 1,
+    lam: float | None = None,
+    *,
+    channel_axis: int | None = None,
+    mask: ArrayLike | None = None,
+    flatten: bool = True,
+    scars: Auto = "auto",
+    lattice: Auto = "auto",
+    significance: float = DEFAULT_SIGNIFICANCE,
+    keep_artefacts: bool = False,
+    **solve_kwargs: Any,
+) -> Generator[SolveProgress, None, Analysis]:
+    """Like :func:`analyse`, as a generator of the solver's progress snapshots.
+
+    Inputs are checked when this is called. Returns the :class:`Analysis`
+    (``StopIteration.value``).
+    """
+    if scars not in ("auto", "on", "off") or lattice not in ("auto", "on", "off"):
+        raise ValueError(f"scars and lattice must be 'auto', 'on' or 'off', got {scars!r}, {lattice!r}")
+    if not np.isfinite(significance) or significance < 0:
+        raise ValueError(f"significance must be a number >= 0, got {significance!r}")
+    img = np.asarray(image)
+    if img.dtype.kind not in "biuf":
+        raise TypeError(f"image must be numeric, got dtype {img.dtype}")
+    data, obs, scar_mask, lat, info = _prepare(img, channel_axis, mask, flatten, scars, lattice)
+    cax = None if data.ndim == 2 else 0
+    # The solver checks everything else (sizes, lambda, ...) before any work.
+    gen = iter_solve(data, kernel_size, n_motifs, lam, channel_axis=cax, mask=obs, **solve_kwargs)
+    return _finish(gen, data, obs, scar_mask, lat, info, significance, keep_artefacts)
+
+
+def _finish(gen, data, obs, scar_mask, lat, info, significance, keep_artefacts):
+    result: SolveResult = yield from gen
+    recon = np.asarray(result.reconstruction, np.float64)
+    if data.ndim == 3 and recon.ndim == 3 and recon.shape != data.shape:
+        recon = np.moveaxis(recon, -1, 0)
+    resid = data - recon
+    copies = copy_maps(result.activations, result.kernels, resid, obs)
+    all_defects = detect_copies(copies, significance)
+    flags = motif_flags(result.kernels, all_defects.counts(result.n_motifs), data.shape[-2:])
+    defects = _select(all_defects, flags, keep_artefacts)
+    info.update(significance=float(significance), keep_artefacts=bool(keep_artefacts))
+    return Analysis(
+        result=result, defects=defects, copies=copies, significance=float(significance), data=data,
+        scars=scar_mask, lattice=lat, flags=flags, settings=info,
+    )  # fmt: skip
+
+
+def analyse(
+    image: ArrayLike,
+    kernel_size: int | tuple[int, int] = 15,
+    n_motifs: int = 1,
+    lam: float | None = None,
+    **kwargs: Any,
+) -> Analysis:
+    """Find the defects of a scan: flatten, leave out scars, remove the
+    lattice, solve, and detect one point per significant copy.
+
+    Parameters
+    ----------
+    image : array_like
+        ``(H, W)`` scan, or a cube with ``channel_axis``.
+    kernel_size : int or (int, int)
+        Motif size in pixels (about a defect with its halo).
+    n_motifs : int
+        Number of motif kinds.
+    lam : float, optional
+        Sparsity weight (see :func:`napari_sasd.solve`); None: automatic.
+    **kwargs
+        ``channel_axis``, ``mask`` (True = observed), ``flatten`` (plane and
+        line offsets, default True), ``scars`` and ``lattice`` (``"auto"``:
+        used when the image shows them, ``"on"``, ``"off"``),
+        ``significance`` (a copy's amplitude in units of its matched filter's
+        noise, default :data:`~napari_sasd.detection.DEFAULT_SIGNIFICANCE`),
+        ``keep_artefacts`` (count copies of flagged motifs too), and any
+        keyword of :func:`napari_sasd.solve` (``seed``, ``max_iter``, ...).
+
+    Returns
+    -------
+    Analysis
+    """
+    gen = iter_analyse(image, kernel_size, n_motifs, lam, **kwargs)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
