@@ -75,7 +75,9 @@ def tune_dog(flat: list[np.ndarray], boxes: list[np.ndarray]) -> tuple[float, fl
     best = (-1.0, 0.0, 0.0)
     for s in DOG_SIGMAS:
         for z in DOG_THRESHOLDS:
-            f1 = np.mean([box_scores(dog(im, s, z), b)[2] for im, b in zip(flat, boxes, strict=True)])
+            f1 = np.mean(
+                [box_scores(dog(im, s, z), b)[2] for im, b in zip(flat, boxes, strict=True)]
+            )
             best = max(best, (float(f1), s, z))
     return best[1], best[2]
 
@@ -132,13 +134,17 @@ def main(argv: list[str] | None = None) -> int:
                     f"| {f:.2f} | {secs:.1f} s |")  # fmt: skip
             lines.append(line)
             print(line, flush=True)
-        flags = "; ".join(f"motif {i + 1}: {', '.join(fl_) or 'defect'}" for i, fl_ in enumerate(an.flags))
+        flags = "; ".join(
+            f"motif {i + 1}: {', '.join(fl_) or 'defect'}" for i, fl_ in enumerate(an.flags)
+        )
         lines.append(f"|  |  |  | flags: {flags} |  |  |  |  |  |")
         shown.append((short, fl, boxes, an.defects.positions, rows[-1][1]))
     lines.append("")
     for method, v in f1s.items():
         if v:
-            lines.append(f"{method}: median F1 {np.median(v):.2f}, min {min(v):.2f}, max {max(v):.2f}")
+            lines.append(
+                f"{method}: median F1 {np.median(v):.2f}, min {min(v):.2f}, max {max(v):.2f}"
+            )
     print("\n".join(lines[-len(f1s) :]))
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "bench_real.txt").write_text("\n".join(lines) + "\n")

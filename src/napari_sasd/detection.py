@@ -140,9 +140,7 @@ def copy_maps(
         # keeps each copy's peak where its activation cluster is.
         ac = sum(signal.fftconvolve(c, c[::-1, ::-1], mode="full") for c in a[n])
         maps[n] = signal.fftconvolve(x[n], ac, mode="same")
-        mf = sum(
-            signal.correlate(r[c], a[n, c], mode="same", method="fft") for c in range(len(r))
-        )
+        mf = sum(signal.correlate(r[c], a[n, c], mode="same", method="fft") for c in range(len(r)))
         noise[n] = _robust_std(mf[obs])
         # Local RMS over LOCAL_WINDOW motif sizes, observed pixels only.
         win = (LOCAL_WINDOW * kh, LOCAL_WINDOW * kw)

@@ -57,7 +57,9 @@ def suggest_kernel_size(
         raise ValueError("suggest_kernel_size: no observed pixel")
     z = np.where(ok, z - np.median(z[ok]), 0.0)
     k_max = int(k_max or min(z.shape) // 4)
-    sigmas = np.geomspace(k_min / SIZE_PER_SIGMA, k_max / SIZE_PER_SIGMA, 24)
+    # Below one pixel the Laplacian answers to the pixel noise, not to blobs.
+    lo = max(1.0, k_min / SIZE_PER_SIGMA)
+    sigmas = np.geomspace(lo, max(lo, k_max / SIZE_PER_SIGMA), 24)
     score = []
     for s in sigmas:
         resp = np.abs(s**2 * ndimage.gaussian_laplace(z, s))
@@ -66,6 +68,6 @@ def suggest_kernel_size(
         top = np.sort(peaks)[-TOP_BLOBS:]
         score.append(float(top.mean()) if top.size else 0.0)
     best = float(sigmas[int(np.argmax(score))])
-    k = int(round(SIZE_PER_SIGMA * best))
+    k = round(SIZE_PER_SIGMA * best)
     k = min(max(k, k_min), k_max)
     return k | 1

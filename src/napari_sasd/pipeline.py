@@ -25,6 +25,7 @@ from numpy.typing import ArrayLike
 from .detection import DEFAULT_SIGNIFICANCE, CopyMaps, copy_maps, detect_copies
 from .flags import motif_flags
 from .flatten import flatten as flatten_image
+from .lattice import LatticeTerm
 from .peaks import Defects
 from .result import SolveProgress, SolveResult
 from .scars import has_scars, mark_scars
@@ -78,7 +79,11 @@ class Analysis:
         self, significance: float = DEFAULT_SIGNIFICANCE, keep_artefacts: bool | None = None
     ) -> Defects:
         """Defects at another significance, without a new solve."""
-        keep = self.settings.get("keep_artefacts", False) if keep_artefacts is None else keep_artefacts
+        keep = (
+            self.settings.get("keep_artefacts", False)
+            if keep_artefacts is None
+            else keep_artefacts
+        )
         return _select(detect_copies(self.copies, significance), self.flags, keep)
 
 
@@ -95,7 +100,7 @@ def _prepare(
     mask: np.ndarray | None,
     flatten: bool,
     scars: Auto,
-    lattice: Auto,
+    lattice: str,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None, dict[str, Any]]:
     """Flatten, mark scars, remove the lattice: the data to solve, its mask,
     the scar mask and the lattice (channels first for a cube)."""
@@ -115,16 +120,14 @@ def _prepare(
             obs = ~marked if obs is None else obs & ~marked
     lat = None
     if lattice != "off":
-        try:
-            from . import lattice as lattice_mod
-        except ImportError:  # the lattice term is optional until it lands
-            lattice_mod = None
-        if lattice_mod is not None:
-            found = lattice_mod.find_lattice(data if data.ndim == 2 else data.mean(0), mask=obs)
-            info["lattice_found"] = bool(found.present)
-            if found.present or lattice == "on":
-                lat = lattice_mod.fit_lattice(data, found)
-                data = data - lat
+        term = LatticeTerm()
+        fit = term.fit(data, obs)
+        found = term.lattice
+        info["lattice_found"] = bool(found is not None and found.present)
+        if info["lattice_found"]:
+            info["lattice_periods_px"] = [float(v) for v in found.periods]
+            lat = fit
+            data = data - lat
     return data, obs, scar_mask, lat, info
 
 
@@ -138,7 +141,7 @@ def iter_analyse(
     mask: ArrayLike | None = None,
     flatten: bool = True,
     scars: Auto = "auto",
-    lattice: Auto = "auto",
+    lattice: str = "auto",
     significance: float = DEFAULT_SIGNIFICANCE,
     keep_artefacts: bool = False,
     **solve_kwargs: Any,
@@ -148,8 +151,10 @@ def iter_analyse(
     Inputs are checked when this is called. Returns the :class:`Analysis`
     (``StopIteration.value``).
     """
-    if scars not in ("auto", "on", "off") or lattice not in ("auto", "on", "off"):
-        raise ValueError(f"scars and lattice must be 'auto', 'on' or 'off', got {scars!r}, {lattice!r}")
+    if scars not in ("auto", "on", "off"):
+        raise ValueError(f"scars must be 'auto', 'on' or 'off', got {scars!r}")
+    if lattice not in ("auto", "off"):
+        raise ValueError(f"lattice must be 'auto' (removed when found) or 'off', got {lattice!r}")
     if not np.isfinite(significance) or significance < 0:
         raise ValueError(f"significance must be a number >= 0, got {significance!r}")
     img = np.asarray(image)
@@ -201,8 +206,9 @@ def analyse(
         Sparsity weight (see :func:`napari_sasd.solve`); None: automatic.
     **kwargs
         ``channel_axis``, ``mask`` (True = observed), ``flatten`` (plane and
-        line offsets, default True), ``scars`` and ``lattice`` (``"auto"``:
-        used when the image shows them, ``"on"``, ``"off"``),
+        line offsets, default True), ``scars`` (``"auto"``: left out of the
+        fit when the image shows them, ``"on"``, ``"off"``), ``lattice``
+        (``"auto"``: removed when its Bragg peaks are found, ``"off"``),
         ``significance`` (a copy's amplitude in units of its matched filter's
         noise, default :data:`~napari_sasd.detection.DEFAULT_SIGNIFICANCE`),
         ``keep_artefacts`` (count copies of flagged motifs too), and any

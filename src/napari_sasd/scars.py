@@ -30,12 +30,12 @@ class ScarOptions:
     Attributes
     ----------
     max_width : int
-        Thickest scar, in scan lines: its reference is the median of the
-        ``max_width`` lines above and below each pixel.
+        Thickest scar, in scan lines.
     high, low : float
         Hysteresis thresholds, in robust standard deviations of the
-        line-to-line departures: a scar holds at least one pixel past
-        ``high`` and extends along the pixels past ``low`` with the same sign.
+        differences between neighbouring lines: a scar holds at least one
+        pixel past ``high`` and extends along the pixels past ``low`` with
+        the same sign.
     min_length : int
         Shortest scar along the line, in pixels (shorter runs are noise or
         the edge of a defect, not a tip change).
@@ -53,17 +53,28 @@ class ScarOptions:
 
 
 def _departure(z: np.ndarray, width: int) -> np.ndarray:
-    """Each pixel's departure from the median of the ``width`` lines above
-    and below it (the pixel's own line and its ``width - 1`` neighbours left
-    out, so a scar up to ``width`` lines thick does not hide itself)."""
+    """Each pixel's departure, as part of a band of 1 to ``width`` lines, from
+    the two lines just outside the band, where both agree in sign (0 where
+    they do not): a step up from the line above and back down to the line
+    below, Gwyddion's scar. A round defect changes smoothly from line to
+    line (its centre line is about level with its neighbours), so it is not
+    one. Of the band widths, the strongest departure is kept."""
     h = z.shape[0]
-    ref_rows = []
-    for off in range(width, 2 * width + 1):
-        for sgn in (-1, 1):
-            idx = np.clip(np.arange(h) + sgn * off, 0, h - 1)
-            ref_rows.append(z[idx])
-    ref = np.nanmedian(np.stack(ref_rows), axis=0)
-    return z - ref
+    out = np.zeros_like(z)
+    for w in range(1, width + 1):
+        if h < w + 2:
+            break
+        # Band s..s+w-1 for s = 1..h-w-1: its mean against lines s-1 and s+w.
+        band = sum(z[o : h - w - 1 + o] for o in range(1, w + 1)) / w
+        up = band - z[: h - w - 1]
+        down = band - z[w + 1 :]
+        d = np.where(up * down > 0, np.sign(up) * np.minimum(np.abs(up), np.abs(down)), 0.0)
+        d = np.nan_to_num(d)
+        for o in range(1, w + 1):
+            rows = slice(o, h - w - 1 + o)
+            stronger = np.abs(d) > np.abs(out[rows])
+            out[rows] = np.where(stronger, d, out[rows])
+    return out
 
 
 def mark_scars(
@@ -96,20 +107,23 @@ def mark_scars(
     if z.ndim != 3 or min(z.shape[-2:]) < 3:
         raise ValueError(f"mark_scars needs an (H, W) image or (C, H, W) stack, got {z.shape}")
     if opt.max_width < 1 or opt.min_length < 1 or not 0 < opt.low <= opt.high:
-        raise ValueError(f"bad scar options {opt}: need max_width, min_length >= 1, 0 < low <= high")
+        raise ValueError(
+            f"bad scar options {opt}: need max_width, min_length >= 1, 0 < low <= high"
+        )
     obs = np.ones(z.shape[-2:], bool) if mask is None else np.asarray(mask, bool)
     out = np.zeros(z.shape[-2:], bool)
     line = np.ones((1, opt.min_length), bool)
     for frame in z:
         f = np.where(obs, frame, np.nan)
-        d = _departure(f, opt.max_width)
-        ok = np.isfinite(d)
+        diff = np.diff(f, axis=0)
+        ok = np.isfinite(diff)
         if not ok.any():
             continue
-        sigma = 1.4826 * float(np.median(np.abs(d[ok])))
+        sigma = 1.4826 * float(np.median(np.abs(diff[ok] - np.median(diff[ok]))))
         if sigma <= 0:
             continue
-        d = np.where(ok, d / sigma, 0.0)
+        d = _departure(f, opt.max_width) / sigma
+        d[~np.isfinite(f)] = 0.0
         for s in (1.0, -1.0):
             weak = s * d > opt.low
             # Runs along the line only (a 1 x L opening), then hysteresis:

@@ -1,0 +1,136 @@
+"""The real-scan pieces: scar marking, one point per significant copy, artefact
+flags, the size suggestion and the whole analysis (issue 14).
+
+Each test fails when its piece is broken: the scar test when streaks are not
+marked or defects are; the detection tests when a copy's cluster gives several
+points or the threshold does not follow the noise; the flag tests when a
+streak, a lattice or a texture motif passes as a defect (or a defect does not).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_sasd.detection import copy_maps, detect_copies
+from napari_sasd.flags import motif_flags
+from napari_sasd.ksize import suggest_kernel_size
+from napari_sasd.metrics import box_scores, precision_recall
+from napari_sasd.pipeline import analyse
+from napari_sasd.scars import has_scars, mark_scars
+from napari_sasd.synthetic import make_synthetic
+
+
+def _streaks(shape, n, amp, rng):
+    """Partial scan-line streaks: 1-2 lines thick, 20-80 px long, random sign."""
+    out = np.zeros(shape)
+    truth = np.zeros(shape, bool)
+    for _ in range(n):
+        r = int(rng.integers(2, shape[0] - 4))
+        c = int(rng.integers(0, shape[1] - 80))
+        length, thick = int(rng.integers(20, 80)), int(rng.integers(1, 3))
+        out[r : r + thick, c : c + length] += amp * rng.choice([-1, 1])
+        truth[r : r + thick, c : c + length] = True
+    return out, truth
+
+
+def test_mark_scars_finds_streaks_not_defects():
+    rng = np.random.default_rng(0)
+    data = make_synthetic((256, 256), 12, 2, noise=0.05, seed=3)
+    streak, truth = _streaks(data.image.shape, 25, 6 * data.noise, rng)
+    marked = mark_scars(data.image + streak)
+    assert marked[truth].mean() > 0.8  # the streaks are marked (not where a defect hides them)
+    assert marked[~truth].mean() < 0.01  # little else
+    # The defects themselves (round copies) are not scars.
+    defects = np.abs(data.image - np.median(data.image)) > 0.5 * np.abs(data.image).max()
+    assert marked[defects & ~truth].mean() < 0.02
+    assert not has_scars(mark_scars(data.image))
+    assert has_scars(marked)
+
+
+def test_copy_cluster_gives_one_point_and_threshold_follows_noise():
+    rng = np.random.default_rng(1)
+    k = 11
+    yy, xx = np.mgrid[:k, :k] - k // 2
+    a = np.exp(-(yy**2 + xx**2) / 8.0)
+    a /= np.linalg.norm(a)
+    acts = np.zeros((1, 128, 128))
+    # A strong copy spread over a 2 x 2 cluster (sub-pixel position), a weak one.
+    acts[0, 40:42, 40:42] = 2.5
+    acts[0, 90, 90] = 0.2
+    noise = 0.05
+    resid = rng.normal(0, noise, (128, 128))
+    maps = copy_maps(acts, a[None], resid)
+    # The matched filter of white noise with a unit-norm motif has the noise's std.
+    assert maps.noise[0] == pytest.approx(noise, rel=0.15)
+    found = detect_copies(maps, 4.0)
+    assert len(found) == 2  # one point per copy, the cluster merged
+    assert np.allclose(sorted(found.amplitude), [0.2, 10.0], rtol=0.1)
+    # At ten times the noise the weak copy (4 sigma) is no longer significant.
+    maps_noisy = copy_maps(acts, a[None], 10 * resid)
+    assert len(detect_copies(maps_noisy, 4.0)) == 1
+
+
+def test_flags_tell_artefacts_from_defects():
+    data = make_synthetic((128, 128), 12, 3, seed=0)
+    assert motif_flags(data.kernels) == [[], [], []]
+    k = 15
+    yy, xx = np.mgrid[:k, :k]
+    streak = np.where(np.abs(yy - 7) <= 1, 1.0, 0.0) + 0.01 * xx / k
+    lattice = np.cos(2 * np.pi * xx / 4) + np.cos(2 * np.pi * yy / 4)
+    blob = np.exp(-((yy - 7) ** 2 + (xx - 7) ** 2) / 6.0)
+    stripes = np.cos(2 * np.pi * yy / 5) * (1 + 0.2 * np.cos(2 * np.pi * xx / 15))
+    flags = motif_flags(np.stack([streak, lattice, blob, stripes]))
+    assert "scan lines" in flags[0]
+    assert "periodic" in flags[1]
+    assert flags[2] == []
+    assert "texture" in flags[3]
+    dense = motif_flags(blob[None], counts=[400], image_shape=(128, 128))
+    assert dense == [["dense"]]
+
+
+@pytest.mark.parametrize("k", [12, 16, 20])
+def test_suggested_size_is_near_the_true_one(k):
+    sizes = [
+        suggest_kernel_size(make_synthetic((256, 256), k, 2, noise=0.05, seed=s).image)
+        for s in range(2)
+    ]
+    for got in sizes:
+        assert abs(got - k) <= 0.45 * k, sizes
+
+
+def test_analysis_leaves_scars_out_and_finds_the_defects():
+    rng = np.random.default_rng(2)
+    # Point defects as sparse as on real scans (0.3 copies per motif area).
+    data = make_synthetic((256, 256), 12, 2, noise=0.05, seed=4, copies_per_area=0.3)
+    streak, truth = _streaks(data.image.shape, 30, 6 * data.noise, rng)
+    an = analyse(data.image + streak, 12, 2)
+    assert an.scars is not None and an.scars[truth].mean() > 0.8
+    assert not any(an.flags)
+    pos = np.concatenate(data.positions)
+    p, r = precision_recall(an.defects.positions, pos, tol=2.0)
+    assert p >= 0.9 and r >= 0.85, (p, r, len(an.defects), len(pos))
+    # Re-detection at a very high significance keeps only the strongest copies.
+    assert len(an.redetect(significance=1e6)) == 0
+
+
+def test_analysis_removes_a_lattice():
+    from napari_sasd.synthetic_lattice import make_lattice_dopants
+
+    data = make_lattice_dopants(seed=1)
+    an = analyse(data.image, 11, 2)
+    assert an.settings["lattice_found"] and an.lattice is not None
+    assert not any("periodic" in f for f in an.flags)
+    p, r = precision_recall(an.defects.positions, np.concatenate(data.positions), tol=2.0)
+    assert p >= 0.9 and r >= 0.9, (p, r)
+    # Without the lattice term a motif learns the lattice and the dopants drown.
+    off = analyse(data.image, 11, 2, lattice="off")
+    p_off, r_off = precision_recall(off.defects.positions, np.concatenate(data.positions))
+    assert min(p_off, r_off) < 0.9
+
+
+def test_box_scores_is_one_to_one():
+    boxes = np.array([[0, 0, 10, 10], [40, 40, 5, 5]])
+    # Two points in one box: one match; a point 2 px outside a box still counts.
+    assert box_scores([[5, 5], [6, 6], [46.5, 44]], boxes) == pytest.approx((2 / 3, 1.0, 0.8))
+    assert box_scores(np.zeros((0, 2)), boxes)[:2] == (1.0, 0.0)
