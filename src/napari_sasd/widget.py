@@ -25,6 +25,7 @@ from qtpy.QtWidgets import QFileDialog, QProgressBar, QVBoxLayout, QWidget
 from ._qt.gallery import MotifGallery
 from ._qt.inputs import InputsPanel
 from ._qt.inputs import camera as _camera  # noqa: F401 (kept importable from here)
+from ._qt.motifs import MotifSourcePanel
 from ._qt.parameters import ParametersPanel
 from ._qt.plots import ResultPlots
 from .flatten import flatten
@@ -101,6 +102,8 @@ class SasdWidget(QWidget):
     """
 
     run_finished = Signal(str)
+    #: After "Locate in all images": how many images got results.
+    all_located = Signal(int)
 
     def __init__(self, napari_viewer) -> None:
         super().__init__()
@@ -118,6 +121,11 @@ class SasdWidget(QWidget):
 
         self.inputs = InputsPanel(self.viewer, s)
         self.parameters = ParametersPanel(s)
+        self.motifs = MotifSourcePanel()
+        # "Locate in all images": the motifs and the images still to do.
+        self._locate_with: np.ndarray | None = None
+        self._locate_queue: list = []
+        self._located = 0
         # Short names for the controls (tests and settings use them).
         i, p = self.inputs, self.parameters
         self._image, self._info, self._stack = i.image, i.info, i.stack
@@ -165,6 +173,7 @@ class SasdWidget(QWidget):
         lay = QVBoxLayout(self)
         lay.addWidget(self.inputs)
         lay.addWidget(self.parameters)
+        lay.addWidget(self.motifs)
         lay.addWidget(self._run.native)
         lay.addWidget(self.progress)
         lay.addWidget(self._status.native)
@@ -179,6 +188,7 @@ class SasdWidget(QWidget):
         self._per_motif.changed.connect(self._on_threshold)
         self._per_motif.changed.connect(lambda *_: save_settings(self._values()))
         self._save.changed.connect(self._on_save)
+        self.motifs.locate_all.changed.connect(self.locate_everywhere)
         self.viewer.dims.events.current_step.connect(self._on_dims)
         ev = self.viewer.layers.events
         for e in (ev.inserted, ev.removed, ev.reordered, ev.renamed):
@@ -214,6 +224,8 @@ class SasdWidget(QWidget):
     def _set_enabled(self, on: bool) -> None:
         self.inputs.container.enabled = on
         self.parameters.set_enabled(on)
+        self.motifs.set_enabled(on)
+        self.motifs.locate_all.enabled = on and self.result is not None
 
     @property
     def spectra(self) -> MotifSpectra | None:
@@ -257,6 +269,9 @@ class SasdWidget(QWidget):
         region = self.region_for(layer)
         y0, x0, y1, x1 = region
         k, n = v["kernel_size"], v["n_motifs"]
+        known = self._known_motifs()
+        if known is not None:
+            k, n = int(known.shape[-1]), len(known)
         if k > min(y1 - y0, x1 - x0):
             raise ValueError(
                 f"The motif size ({k} px) is larger than the region ({y1 - y0} × {x1 - x0} px): "
@@ -303,10 +318,11 @@ class SasdWidget(QWidget):
         # Same data and motif shape as last time, only lambda changed:
         # re-locate the current motifs (issue 15), a convex fit of the
         # activations, background and amplitudes, no new discovery.
-        if self.result is not None and self.context is not None and self.context.key == key:
+        again = self.result is not None and self.context is not None and self.context.key == key
+        if known is not None or again:
             kwargs = {
                 "solve": iter_locate,
-                "kernels": self.result.kernels,
+                "kernels": known if known is not None else self.result.kernels,
                 "lam": kwargs["lam"],
                 "channel_axis": kwargs["channel_axis"],
                 "positive": kwargs["positive"],
@@ -316,6 +332,62 @@ class SasdWidget(QWidget):
             source=layer, region=region, image=img, key=key, seed=v["seed"], mask=mask
         )
         return img, kwargs, ctx
+
+    def _known_motifs(self) -> np.ndarray | None:
+        """Motifs to locate rather than learn: those being located in all
+        images, or the chosen library's or bundle's; None to learn."""
+        if self._locate_with is not None:
+            return self._locate_with
+        if not self.motifs.known:
+            return None
+        from .library import LibraryError, load_motifs
+
+        path = str(self.motifs.path.value or "")
+        if not path or path == ".":
+            raise ValueError("Choose a motif library (.sasdlib) or a result bundle (.sasd).")
+        try:
+            return load_motifs(path)[0]
+        except LibraryError as exc:
+            raise ValueError(str(exc)) from None
+
+    def locate_everywhere(self, *_: Any) -> int:
+        """Locate the last result's motifs in every other open 2-D image, one
+        after the other (each as a run: results, thresholds, saving as usual).
+
+        Returns
+        -------
+        int
+            The number of images queued; ``all_located`` is emitted at the end.
+        """
+        from napari.layers import Image
+
+        if self.result is None or (self.runner is not None and self.runner.running):
+            return 0
+        src = self.context.source if self.context is not None else None
+        targets = [
+            layer
+            for layer in self.viewer.layers
+            if isinstance(layer, Image) and layer is not src and layer.ndim == 2
+            and not layer.rgb and META_KEY not in layer.metadata
+        ]  # fmt: skip
+        if not targets:
+            self._status.value = "No other 2-D image is open to locate the motifs in."
+            return 0
+        self._locate_with = np.array(self.result.kernels, copy=True)
+        self._locate_queue, self._located = targets, 0
+        self._next_located()
+        return len(targets)
+
+    def _next_located(self) -> None:
+        while self._locate_queue:
+            layer = self._locate_queue.pop(0)
+            if layer not in self.viewer.layers:
+                continue
+            self._image.value = layer
+            if self.run():
+                return
+        self._locate_with = None
+        self.all_located.emit(self._located)
 
     def _on_run_clicked(self, *_: Any) -> None:
         if self.runner is not None and self.runner.running:
@@ -535,6 +607,13 @@ class SasdWidget(QWidget):
                 self.gallery.set_motifs(np.zeros((0, 1, 1)))
         self._pending = None
         self.run_finished.emit(state)
+        if self._locate_with is not None:
+            # "Locate in all images": the next one, or the end (stopped on a
+            # cancel or an error).
+            self._located += state == "done"
+            if state != "done":
+                self._locate_queue = []
+            QTimer.singleShot(0, self._next_located)
 
     # --- threshold ---------------------------------------------------------------
     def current_defects(self):

@@ -1,0 +1,66 @@
+"""The dock's known motifs (issue 15): learn on one scan, locate in the others;
+motifs from a library or a bundle. A real viewer and the real worker thread."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import signal
+
+from napari_sasd.bundle import save_bundle
+from napari_sasd.layers import META_KEY
+from napari_sasd.synthetic import make_synthetic
+
+K = 10
+
+
+def _scan(kinds, seed, shape=(128, 128)):
+    d = make_synthetic(shape, K, len(kinds), noise=0.0, seed=seed)
+    img = sum(
+        signal.fftconvolve(x, k, mode="same") for x, k in zip(d.activations, kinds, strict=True)
+    )
+    return img + 0.05 * np.random.default_rng(seed).standard_normal(shape)
+
+
+def test_learn_once_then_locate_in_every_other_image(viewer_widget, run_and_wait, qtbot):
+    viewer, widget = viewer_widget
+    kinds = make_synthetic((64, 64), K, 2, seed=1).kernels
+    viewer.add_image(_scan(kinds, 1), name="a")
+    viewer.add_image(_scan(kinds, 2), name="b")
+    viewer.add_image(_scan(kinds, 3), name="c")
+    widget._image.value = viewer.layers["a"]
+    widget._k.value, widget._n.value = K, 2
+    assert not widget.motifs.locate_all.enabled
+    assert run_and_wait(widget) == "done"
+    learnt = widget.result.kernels.copy()
+    assert widget.motifs.locate_all.enabled
+    with qtbot.waitSignal(widget.all_located, timeout=120_000) as blocker:
+        widget.motifs.locate_all.clicked.emit(True)
+    assert blocker.args == [2]
+    for name in ("b", "c"):
+        pts = viewer.layers[f"{name} defects"]
+        meta = pts.metadata[META_KEY]
+        assert meta["params"]["mode"] == "locate" and len(pts.data) > 50
+    # The last image located holds the learnt motifs, unchanged.
+    np.testing.assert_allclose(widget.result.kernels, learnt, atol=1e-6)
+    assert widget._image.value is viewer.layers["c"]
+
+
+def test_motifs_from_a_bundle(viewer_widget, run_and_wait, tmp_path):
+    viewer, widget = viewer_widget
+    kinds = make_synthetic((64, 64), K, 2, seed=1).kernels
+    viewer.add_image(_scan(kinds, 4), name="scan")
+    import napari_sasd
+
+    res = napari_sasd.solve(_scan(kinds, 5), K, 2)
+    bundle = save_bundle(tmp_path / "learnt", res)
+    widget.motifs.source.value = "from a library or bundle"
+    assert not widget.motifs.path.native.isHidden()
+    widget.motifs.path.value = str(tmp_path / "missing.sasd")
+    assert not widget.run()
+    assert "neither a motif library nor a result bundle" in widget._status.value
+    widget.motifs.path.value = str(bundle)
+    widget._k.value = 5  # ignored: the motifs' own size
+    assert run_and_wait(widget) == "done"
+    assert widget.result.params["mode"] == "locate"
+    np.testing.assert_allclose(widget.result.kernels, res.kernels, atol=1e-6)
+    assert len(viewer.layers["scan defects"].data) > 50
