@@ -11,9 +11,11 @@ kinds, locate vs solve at growing sizes, and a tiled large locate.
    (identical); a corrupt file in the folder, reported by name.
 2. Locate alone vs solve at 512^2, 1024^2, 2048^2 (two motifs, k = 12): time,
    and the located defects against the solve's own (precision/recall).
-3. A tiled locate of a ``--large`` ^2 image (memory-mapped .npy, tiles of
-   2048): time and peak memory (VmHWM of its own process), and its defects
-   against an untiled locate of a 2048^2 crop (interior, same lambda).
+3. A tiled locate of a ``--large`` ^2 image (memory-mapped .npy, the default
+   tiles of 1024): time and peak memory (VmHWM of its own process), and its
+   defects against an untiled locate of a 2048^2 crop (interior, same lambda).
+
+Locate at 2048^2 in part 2 is itself tiled (4 tiles of 1024, the default).
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_survey.py             # full: 200 scans
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_survey.py --scans 40 --solve-scans 10
@@ -283,9 +285,9 @@ def tiled_child(path: str, kernels: np.ndarray, crop: tuple[int, int, int]) -> d
     rss0 = _maxrss_mb()
     mm = np.load(path, mmap_mode="r")
     t0 = time.perf_counter()
-    res = napari_sasd.locate(mm, kernels, tile=2048)
+    res = napari_sasd.locate(mm, kernels)  # tiles of the default size
     dt = time.perf_counter() - t0
-    _, scale = _image_stats(_Slabs(mm, None, None), *mm.shape, 2048)
+    _, scale = _image_stats(_Slabs(mm, None, None), *mm.shape, res.params["tiles"]["tile"])
     r0, c0, s = crop
     return {
         "time": dt,
@@ -303,7 +305,7 @@ def tiled(args: argparse.Namespace, folder: Path) -> None:
 
     side = args.large
     print(
-        f"\n## Tiled locate of a {side}^2 image (tiles of 2048, memory-mapped input)", flush=True
+        f"\n## Tiled locate of a {side}^2 image (default tiles, memory-mapped input)", flush=True
     )
     path = folder / f"large{side}.npy"
     t0 = time.perf_counter()

@@ -199,7 +199,7 @@ def add_commands(sub: Any) -> None:
         "--tile",
         type=_positive_int,
         metavar="PX",
-        help="locate images larger than PX on a side tile by tile (default 2048)",
+        help="locate images larger than PX on a side tile by tile (default 1024)",
     )
     p.add_argument(
         "-j", "--jobs", type=_positive_int, default=1, metavar="J", help="files run in parallel"
