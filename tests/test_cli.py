@@ -44,10 +44,13 @@ def test_sample_then_solve(tmp_path, capsys):
     assert b.kernels.shape == (2, 8, 8) and b.activations.shape == (2, 96, 96)
     r = b.record
     assert r["region"] == [10, 20, 106, 116] and r["source_path"] == str(topo.resolve())
-    assert r["params"]["max_iter"] == 30 and r["seed"] == 0 and r["flatten"] == "none"
+    assert r["params"]["max_iter"] == 30 and r["seed"] == 0 and r["flatten"] == "both"
     counts = "+".join(str(c) for c in np.bincount(b.defects.motif, minlength=2))
     assert f"defects {counts}," in line
-    assert r["threshold_per_motif"] is False and isinstance(r["threshold"], float)
+    # The default threshold: a significance against each motif's noise (issue 14).
+    assert r["threshold_per_motif"] is False and len(r["threshold"]) == 2
+    assert r["significance"] == 4.0 and len(r["motif_flags"]) == 2
+    assert r["threshold"] == pytest.approx([4.0 * v for v in r["noise_per_motif"]])
     assert (out / "topo.sasd" / "quicklook.png").stat().st_size > 1000  # issue 16
     assert not (out / "topo.sasd" / "spectra.csv").exists()  # a single image has none
 

@@ -85,12 +85,14 @@ class UsageError(Exception):
     """Bad command-line value (exit status 2)."""
 
 
-def _kernel_size(text: str) -> tuple[int, int]:
+def _kernel_size(text: str) -> tuple[int, int] | None:
+    if text.strip().lower() == "auto":
+        return None  # suggested per image (napari_sasd.ksize)
     parts = text.lower().replace("*", "x").split("x")
     try:
         vals = [int(p) for p in parts]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected K or KHxKW, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected K, KHxKW or 'auto', got {text!r}") from None
     if len(vals) == 1:
         vals = vals * 2
     if len(vals) != 2 or min(vals) < 2:
@@ -167,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_kernel_size,
         required=True,
         metavar="K",
-        help="motif size in pixels: K or KHxKW (a bit larger than one defect)",
+        help="motif size in pixels: K or KHxKW (a defect with its halo), or 'auto' "
+        "(suggested per image from its dominant blob scale)",
     )
     s.add_argument(
         "-n", "--motifs", type=_positive_int, default=1, metavar="N", help="number of motif kinds"
@@ -189,8 +192,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--flatten",
         choices=("auto", "none", "plane", "lines", "both"),
         default="auto",
-        help="remove a plane and/or scan-line offsets first; auto (default): both for "
-        "Nanonis files, none otherwise",
+        help="remove a plane and/or scan-line offsets first; auto (default): both",
+    )
+    s.add_argument(
+        "--scars",
+        choices=("auto", "none"),
+        default="auto",
+        help="scan-line scars (partial streaks) left out of the fit; auto (default): when "
+        "the image shows them",
+    )
+    s.add_argument(
+        "--lattice",
+        choices=("auto", "none"),
+        default="auto",
+        help="atomic lattice (Bragg peaks) removed before the solve, so motifs are the "
+        "departures from it; auto (default): when one is found",
+    )
+    s.add_argument(
+        "--significance",
+        type=float,
+        default=None,
+        metavar="Z",
+        help="count a copy when its amplitude exceeds Z times the local noise of its "
+        "motif's matched filter (default 4)",
+    )
+    s.add_argument(
+        "--keep-artefacts",
+        action="store_true",
+        help="also count copies of motifs that look like scan artefacts (streaks, lattice, "
+        "texture)",
     )
     s.add_argument(
         "--roi",
@@ -202,8 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--threshold",
         type=_fraction,
         metavar="T",
-        help="count a defect where an activation exceeds T times the largest one "
-        "(0-1; default: automatic)",
+        help="instead of the significance: count a defect where a raw activation peak "
+        "exceeds T times the largest one (0-1)",
     )
     s.add_argument(
         "--threshold-per-motif",
@@ -267,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
 class SolveOptions:
     """The per-file settings of ``solve`` (picklable for worker processes)."""
 
-    kernel_size: tuple[int, int]
+    kernel_size: tuple[int, int] | None
     n_motifs: int
     lam: float | None
     channel: str | None
@@ -282,6 +312,12 @@ class SolveOptions:
     library: str | None = None
     #: Known motifs to locate instead of a solve (``napari-sasd locate``).
     locate: LocateSpec | None = None
+    #: Real-scan handling (:mod:`napari_sasd.pipeline`): scars and lattice
+    #: ("auto" or "none"), the detection's significance, flagged motifs' copies.
+    scars: str = "auto"
+    lattice: str = "auto"
+    significance: float | None = None
+    keep_artefacts: bool = False
 
 
 class ProgressBar:
@@ -318,11 +354,13 @@ def solve_file(
     Raises ``ValueError``/``TypeError`` (bad input), ``OSError``; messages are
     prefixed with the file by :func:`_run_one`.
     """
-    from . import iter_solve
     from .bundle import save_bundle
+    from .detection import DEFAULT_SIGNIFICANCE
     from .flatten import flatten
     from .imageio import read_image
+    from .ksize import suggest_kernel_size
     from .peaks import find_defects, motif_thresholds
+    from .pipeline import Analysis, analysis_record, iter_analyse
     from .quicklook import bundle_pictures
     from .spectra import motif_spectra
 
@@ -344,19 +382,32 @@ def solve_file(
     raw = data  # the measured values, for the spectra
     mode = opts.flatten
     if mode == "auto":
-        mode = "both" if path.suffix.lower() in (".sxm", ".3ds") else "none"
+        # Every scan needs it (tilt, line offsets), pictures of scans too.
+        mode = "both"
     if mode != "none":
         data = flatten(data, plane=mode in ("plane", "both"), lines=mode in ("lines", "both"))
+    kernel_size = opts.kernel_size
+    if kernel_size is None and opts.locate is None:
+        k = suggest_kernel_size(
+            data if img.channel_axis is None else np.moveaxis(data, img.channel_axis, 0)
+        )
+        kernel_size = (k, k)
 
+    analysis = None
     if opts.locate is not None:
         gen = opts.locate.start(data, opts.lam, img.channel_axis)
     else:
-        gen = iter_solve(
+        gen = iter_analyse(
             data,
-            kernel_size=opts.kernel_size,
-            n_motifs=opts.n_motifs,
-            lam=opts.lam,
+            kernel_size,
+            opts.n_motifs,
+            opts.lam,
             channel_axis=img.channel_axis,
+            flatten=False,
+            scars="auto" if opts.scars == "auto" else "off",
+            lattice="auto" if opts.lattice == "auto" else "off",
+            significance=DEFAULT_SIGNIFICANCE if opts.significance is None else opts.significance,
+            keep_artefacts=opts.keep_artefacts,
             seed=opts.seed,
             max_iter=opts.max_iter,
         )
@@ -370,16 +421,24 @@ def solve_file(
             bar.update(p.fraction, f"stage {p.stage + 1}/{p.n_stages}")
     if bar is not None:
         bar.close()
+    if isinstance(result, Analysis):
+        analysis, result = result, result.result
 
     acts = result.activations
     per = opts.threshold_per_motif
-    thr = motif_thresholds(acts, opts.threshold, relative=True, per_motif=per)
-    defects = find_defects(acts, thr)
-    # Recorded in image units: one value, or one per motif.
-    thr_rec = thr.tolist() if per else float(thr[0]) if len(thr) else None
+    extra: dict[str, Any] = {}
+    if analysis is not None and opts.threshold is None:
+        # One point per significant copy (napari_sasd.detection).
+        defects = analysis.defects
+        thr_rec = analysis.copies.thresholds(analysis.significance).tolist()
+        extra.update(analysis_record(analysis))
+    else:
+        thr = motif_thresholds(acts, opts.threshold, relative=True, per_motif=per)
+        defects = find_defects(acts, thr)
+        # Recorded in image units: one value, or one per motif.
+        thr_rec = thr.tolist() if per else float(thr[0]) if len(thr) else None
     scale = tuple(img.scale)
     translate = tuple(img.translate)
-    extra: dict[str, Any] = {}
     if img.channel_axis is not None:  # the layer convention for a cube: channel axis first
         sweep = img.metadata.get("sweep")
         ax = sweep_axis(sweep) if sweep is not None else None
@@ -469,6 +528,10 @@ def _cmd_solve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write(f"{args.out}: {exc.strerror or exc}\n")
         return 2
     opts = SolveOptions(
+        scars=args.scars,
+        lattice=args.lattice,
+        significance=args.significance,
+        keep_artefacts=args.keep_artefacts,
         kernel_size=args.kernel_size,
         n_motifs=args.motifs,
         lam=args.lam,

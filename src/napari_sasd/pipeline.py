@@ -31,7 +31,7 @@ from .result import SolveProgress, SolveResult
 from .scars import has_scars, mark_scars
 from .solver import iter_solve
 
-__all__ = ["Analysis", "analyse", "iter_analyse"]
+__all__ = ["Analysis", "analyse", "analysis_record", "iter_analyse"]
 
 Auto = Literal["auto", "on", "off"]
 
@@ -224,3 +224,16 @@ def analyse(
             next(gen)
         except StopIteration as stop:
             return stop.value
+
+
+def analysis_record(analysis: Analysis) -> dict[str, Any]:
+    """What a result bundle's record says of the analysis: the steps taken,
+    the detection's significance and noise levels, and each motif's flags."""
+    from .flags import FLAG_TEXT
+
+    rec: dict[str, Any] = {k: v for k, v in analysis.settings.items() if k != "flatten"}
+    rec["noise_per_motif"] = [float(v) for v in analysis.copies.noise]
+    rec["motif_flags"] = [list(f) for f in analysis.flags]
+    rec["motif_notes"] = ["; ".join(FLAG_TEXT[f] for f in fl) or "defect" for fl in analysis.flags]
+    rec["kernel_size"] = [int(v) for v in analysis.result.kernels.shape[-2:]]
+    return rec
