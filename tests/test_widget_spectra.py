@@ -53,6 +53,7 @@ def _solve_with_gap_timer(widget, qtbot, interval_ms=10):
 
 def test_cube_sample_spectra_histogram_and_no_hitch(viewer_widget, qtbot, tmp_path):
     viewer, widget = viewer_widget
+    viewer.window.show()  # on screen, so the canvas and the plots really paint
     viewer.open_sample("napari-sasd", "cube")
     src = viewer.layers["synthetic cube"]
     widget._k.value, widget._n.value = 12, 2
@@ -62,7 +63,8 @@ def test_cube_sample_spectra_histogram_and_no_hitch(viewer_widget, qtbot, tmp_pa
     # more than 0.25 s of main-thread work between two turns (at once, napari
     # took 0.4-0.7 s to add these layers). Wall time only adds other
     # processes' share of the cores (benchmarks/bench_gui_gap.py measures it).
-    assert n_ticks > 20 and cpu_gap < 0.25, (cpu_gap, wall_gap)
+    print(f"largest gap: cpu {cpu_gap:.3f} s, wall {wall_gap:.3f} s")
+    assert n_ticks > 5 and cpu_gap < 0.25, (cpu_gap, wall_gap)
 
     # Status in the user's terms.
     status = widget._status.value

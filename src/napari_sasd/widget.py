@@ -537,8 +537,8 @@ class SasdWidget(QWidget):
                 self._lam.value = float(np.clip(result.lam, self._lam.min, self._lam.max))
         self._save.enabled = True
         yield
-        self.plots.show_histogram(acts, np.atleast_1d(self._thresholds(result)["threshold"]))
-        yield
+        # The cube's plots first: they pick the tab on show, and a hidden
+        # plot is drawn only when its tab is opened (one plot per turn).
         cube = result.kernels.ndim == 4
         self.plots.show_cube(
             result.kernels if cube else None,
@@ -547,6 +547,8 @@ class SasdWidget(QWidget):
             layer_sweep(layer) if cube else None,
             self._energy_index(),
         )
+        yield
+        self.plots.show_histogram(acts, np.atleast_1d(self._thresholds(result)["threshold"]))
 
     def _measured(self, ctx: RunContext) -> np.ndarray:
         """The measured (unflattened) cube of the region, NaN where left out."""

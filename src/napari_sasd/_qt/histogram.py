@@ -8,6 +8,7 @@ import numpy as np
 from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
 from ..quicklook import BG, draw_histogram
+from .canvas import LazyCanvas
 
 
 class HistogramPanel(QWidget):
@@ -20,11 +21,10 @@ class HistogramPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
         self.figure = Figure(figsize=(3.6, 2.4), facecolor=BG)
-        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas = LazyCanvas(self.figure)
         self.canvas.setMinimumHeight(190)
         self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.ax = self.figure.add_subplot()
@@ -51,7 +51,7 @@ class HistogramPanel(QWidget):
         self.lines = draw_histogram(self.ax, amplitudes, motif, thresholds, n_motifs, colors)
         self.figure.subplots_adjust(left=0.16, right=0.97, bottom=0.2, top=0.88)
         self._title(thresholds)
-        self.canvas.draw_idle()
+        self.canvas.request_draw()
 
     def _title(self, thresholds: Sequence[float]) -> None:
         # The split in numbers: how many candidate peaks the threshold keeps.
@@ -69,7 +69,7 @@ class HistogramPanel(QWidget):
             line.set_xdata([t, t])
         if self.lines:
             self._title(thr)
-        self.canvas.draw_idle()
+        self.canvas.request_draw()
 
     def threshold_positions(self) -> list[float]:
         """Where the threshold lines are drawn (image units)."""
@@ -80,4 +80,4 @@ class HistogramPanel(QWidget):
         self.ax.clear()
         self.lines = []
         self.n_motifs = 0
-        self.canvas.draw_idle()
+        self.canvas.request_draw()

@@ -9,6 +9,7 @@ from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
 from ..quicklook import BG, FG, draw_spectra, style_axes
 from ..spectra import MotifSpectra, data_fourier_magnitude, fourier_magnitudes
+from .canvas import LazyCanvas
 
 
 class SpectraPanel(QWidget):
@@ -21,11 +22,10 @@ class SpectraPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
         self.figure = Figure(figsize=(3.6, 4.6), facecolor=BG)
-        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas = LazyCanvas(self.figure)
         self.canvas.setMinimumHeight(360)
         self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.axes = self.figure.subplots(2, 1)
@@ -46,7 +46,7 @@ class SpectraPanel(QWidget):
         self.spectra = spectra
         self.markers = draw_spectra(self.axes, spectra, colors, current)
         self.figure.subplots_adjust(left=0.17, right=0.97, bottom=0.12, top=0.94, hspace=0.55)
-        self.canvas.draw_idle()
+        self.canvas.request_draw()
 
     def set_current(self, value: float) -> None:
         """Move the current-energy marker."""
@@ -54,7 +54,7 @@ class SpectraPanel(QWidget):
             m.set_xdata([value, value])
             m.set_visible(True)
         if self.markers:
-            self.canvas.draw_idle()
+            self.canvas.request_draw()
 
     def curves(self, kind: str = "at copies") -> list[np.ndarray]:
         """The y data drawn for each motif: ``"at copies"``, ``"centre"`` or ``"norm"``."""
@@ -79,7 +79,7 @@ class SpectraPanel(QWidget):
             0.5, 0.5, "Spectra appear here after a\nspectroscopy-cube search.",
             color=FG, ha="center", va="center", transform=self.axes[0].transAxes, fontsize=8,
         )  # fmt: skip
-        self.canvas.draw_idle()
+        self.canvas.request_draw()
 
 
 class FourierPanel(QWidget):
@@ -95,11 +95,10 @@ class FourierPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
         self.figure = Figure(figsize=(3.6, 3.6), facecolor=BG)
-        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas = LazyCanvas(self.figure)
         self.canvas.setMinimumHeight(300)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -156,11 +155,11 @@ class FourierPanel(QWidget):
         where = f" at {label}" if label else ""
         self.figure.suptitle(f"|FFT|{where} (cycles/px)", color=FG, fontsize=8)
         self.figure.subplots_adjust(left=0.1, right=0.97, bottom=0.07, top=0.86, hspace=0.45)
-        self.canvas.draw_idle()
+        self.canvas.request_draw()
 
     def clear(self) -> None:
         """No cube result."""
         self._kernels = self._data = None
         self.index = None
         self.figure.clear()
-        self.canvas.draw_idle()
+        self.canvas.request_draw()
