@@ -19,7 +19,8 @@ artefacts count as background, not peaks). Where the spectrum is noise,
 exceeds ``t`` with probability ``exp(-t)``; the default threshold
 ``ln(n_bins / 0.01)`` lets about one false peak through in a hundred images.
 A lattice is *present* when two non-collinear reciprocal vectors (peaks or
-differences of peaks) generate at least two non-collinear resolved peaks and
+differences of peaks; not the 8-pixel block grid of a JPEG) generate at least
+two non-collinear resolved peaks (periods of 3 px or more) and
 at least half of all the significance (each explained peak an integer
 combination of the two within about a bin); peaks that fit no such pair (a
 single stripe direction, an interference line) are reported apart and not
@@ -27,9 +28,9 @@ fitted.
 
 Fit. For each lattice frequency ``k`` (the detected peaks and the low
 harmonics of the basis) the image is demodulated, ``z(r) exp(-2 pi i k.r)``,
-and low-passed with a Gaussian envelope of a few lattice periods: a slowly
-varying complex amplitude, so slight drift and creep distortions are followed
-instead of smeared. In Fourier space this is a band of Gaussian bumps at
+and low-passed with a Gaussian envelope of 1 to 8 lattice periods (chosen by
+generalised cross-validation): a slowly varying complex amplitude, so drift
+and creep distortions are followed instead of smeared. In Fourier space this is a band of Gaussian bumps at
 ``+-k``. It is a normalised convolution (the low-pass of ``w z`` divided by
 that of ``w``): pixels with weight ``w = 0`` (NaN, masked, and after a first
 pass the defects, i.e. pixels whose residual is far above the robust noise
