@@ -30,12 +30,12 @@ Fit. For each lattice frequency ``k`` (the detected peaks and the low
 harmonics of the basis) the image is demodulated, ``z(r) exp(-2 pi i k.r)``,
 and low-passed with a Gaussian envelope of 1 to 8 lattice periods (chosen by
 generalised cross-validation): a slowly varying complex amplitude, so drift
-and creep distortions are followed instead of smeared. In Fourier space this is a band of Gaussian bumps at
-``+-k``. It is a normalised convolution (the low-pass of ``w z`` divided by
-that of ``w``): pixels with weight ``w = 0`` (NaN, masked, and after a first
-pass the defects, i.e. pixels whose residual is far above the robust noise
-level) are left out instead of being smeared into the lattice, and the image
-border needs no window.
+and creep distortions are followed instead of smeared. In Fourier space this
+is a band of Gaussian bumps at ``+-k``. It is a normalised convolution (the
+low-pass of ``w z`` divided by that of ``w``): pixels with weight ``w = 0``
+(NaN, masked, and after a first pass the defects, i.e. pixels whose residual
+is far above the robust noise level) are left out instead of being smeared
+into the lattice, and the image border needs no window.
 """
 
 from __future__ import annotations
