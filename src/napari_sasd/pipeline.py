@@ -28,7 +28,7 @@ from .flatten import flatten as flatten_image
 from .lattice import LatticeTerm
 from .peaks import Defects
 from .result import SolveProgress, SolveResult
-from .scars import has_scars, mark_scars
+from .scars import ScarOptions, has_scars, mark_scars
 from .solver import iter_solve
 
 __all__ = ["Analysis", "analyse", "analysis_record", "iter_analyse"]
@@ -101,6 +101,7 @@ def _prepare(
     flatten: bool,
     scars: Auto,
     lattice: str,
+    kernel_size: tuple[int, int],
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None, dict[str, Any]]:
     """Flatten, mark scars, remove the lattice: the data to solve, its mask,
     the scar mask and the lattice (channels first for a cube)."""
@@ -113,7 +114,9 @@ def _prepare(
         data = flatten_image(data, mask=obs)
     scar_mask = None
     if scars != "off":
-        marked = mark_scars(data, mask=obs)
+        # A streak shorter than the motif could be a defect's core.
+        opts = ScarOptions(min_length=max(ScarOptions.min_length, int(min(kernel_size))))
+        marked = mark_scars(data, opts, mask=obs)
         info["scar_fraction"] = float(marked.mean())
         if scars == "on" or has_scars(marked):
             scar_mask = marked
@@ -160,7 +163,14 @@ def iter_analyse(
     img = np.asarray(image)
     if img.dtype.kind not in "biuf":
         raise TypeError(f"image must be numeric, got dtype {img.dtype}")
-    data, obs, scar_mask, lat, info = _prepare(img, channel_axis, mask, flatten, scars, lattice)
+    ks = (kernel_size, kernel_size) if np.ndim(kernel_size) == 0 else tuple(kernel_size)
+    try:
+        ksize = (int(ks[0]), int(ks[1]))
+    except (TypeError, ValueError, IndexError):
+        raise ValueError(f"kernel_size must be K or (KH, KW), got {kernel_size!r}") from None
+    data, obs, scar_mask, lat, info = _prepare(
+        img, channel_axis, mask, flatten, scars, lattice, ksize
+    )
     cax = None if data.ndim == 2 else 0
     # The solver checks everything else (sizes, lambda, ...) before any work.
     gen = iter_solve(data, kernel_size, n_motifs, lam, channel_axis=cax, mask=obs, **solve_kwargs)

@@ -33,12 +33,13 @@ class ScarOptions:
         Thickest scar, in scan lines.
     high, low : float
         Hysteresis thresholds, in robust standard deviations of the
-        differences between neighbouring lines: a scar holds at least one
+        departures from the neighbouring lines: a scar holds at least one
         pixel past ``high`` and extends along the pixels past ``low`` with
         the same sign.
     min_length : int
         Shortest scar along the line, in pixels (shorter runs are noise or
-        the edge of a defect, not a tip change).
+        the edge of a defect, not a tip change). The analysis sets it to at
+        least the motif's width: a defect's core is narrower than its motif.
 
     The defaults were measured on the labelled WSe2 scans
     (``benchmarks/bench_real.py``): against 3.5 / 2.0 / 16 px they mark
@@ -53,28 +54,20 @@ class ScarOptions:
 
 
 def _departure(z: np.ndarray, width: int) -> np.ndarray:
-    """Each pixel's departure, as part of a band of 1 to ``width`` lines, from
-    the two lines just outside the band, where both agree in sign (0 where
-    they do not): a step up from the line above and back down to the line
-    below, Gwyddion's scar. A round defect changes smoothly from line to
-    line (its centre line is about level with its neighbours), so it is not
-    one. Of the band widths, the strongest departure is kept."""
+    """Each pixel's departure from the median of the lines ``width`` to
+    ``2 width`` above and below it: its own line and ``width - 1`` lines on
+    each side are left out, so a scar up to ``width`` lines thick does not
+    hide itself in its own reference. (Measured against the Gwyddion-like
+    test of the two adjacent lines only: that one missed the soft-edged,
+    multi-line streaks of the 100 nm WSe2 scan, F1 0.08 instead of 0.61.)"""
     h = z.shape[0]
-    out = np.zeros_like(z)
-    for w in range(1, width + 1):
-        if h < w + 2:
-            break
-        # Band s..s+w-1 for s = 1..h-w-1: its mean against lines s-1 and s+w.
-        band = sum(z[o : h - w - 1 + o] for o in range(1, w + 1)) / w
-        up = band - z[: h - w - 1]
-        down = band - z[w + 1 :]
-        d = np.where(up * down > 0, np.sign(up) * np.minimum(np.abs(up), np.abs(down)), 0.0)
-        d = np.nan_to_num(d)
-        for o in range(1, w + 1):
-            rows = slice(o, h - w - 1 + o)
-            stronger = np.abs(d) > np.abs(out[rows])
-            out[rows] = np.where(stronger, d, out[rows])
-    return out
+    ref_rows = []
+    for off in range(width, 2 * width + 1):
+        for sgn in (-1, 1):
+            idx = np.clip(np.arange(h) + sgn * off, 0, h - 1)
+            ref_rows.append(z[idx])
+    ref = np.nanmedian(np.stack(ref_rows), axis=0)
+    return z - ref
 
 
 def mark_scars(
@@ -115,15 +108,14 @@ def mark_scars(
     line = np.ones((1, opt.min_length), bool)
     for frame in z:
         f = np.where(obs, frame, np.nan)
-        diff = np.diff(f, axis=0)
-        ok = np.isfinite(diff)
+        d = _departure(f, opt.max_width)
+        ok = np.isfinite(d)
         if not ok.any():
             continue
-        sigma = 1.4826 * float(np.median(np.abs(diff[ok] - np.median(diff[ok]))))
+        sigma = 1.4826 * float(np.median(np.abs(d[ok])))
         if sigma <= 0:
             continue
-        d = _departure(f, opt.max_width) / sigma
-        d[~np.isfinite(f)] = 0.0
+        d = np.where(ok, d / sigma, 0.0)
         for s in (1.0, -1.0):
             weak = s * d > opt.low
             # Runs along the line only (a 1 x L opening), then hysteresis:
