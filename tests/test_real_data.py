@@ -53,3 +53,25 @@ def test_si7x7_corner_holes_form_the_lattice():
     period = np.median(nn)
     # One lattice spacing between neighbouring corner holes, for nearly all.
     assert np.mean(np.abs(nn - period) < 0.08 * period) >= 0.8, np.round(nn, 1)
+
+
+@pytest.mark.skipif(not FESE.exists(), reason="measured data not present (../shared/data)")
+def test_fese_analysis_removes_the_lattice_and_finds_the_bright_defects():
+    """Issue 14: with the defaults, no motif is the Se lattice and the
+    defects found are the bright ones a microscopist sees."""
+    from napari_sasd.flags import _secondary_peak
+    from napari_sasd.nanonis import read_sxm
+
+    raw = read_sxm(FESE).images["Z (fwd)"]
+    an = napari_sasd.analyse(raw, 15, 2)
+    assert an.settings["lattice_found"]
+    for a in an.result.kernels:
+        # A Se-lattice motif repeats inside its window (period 4.2 px).
+        assert _secondary_peak(a) < 0.3
+    assert 5 <= len(an.defects) <= 60
+    img = flatten(raw)
+    smooth = ndimage.gaussian_filter(img, 2)
+    level = np.percentile(smooth, 95)
+    near = ndimage.maximum_filter(smooth, size=5)
+    on_bright = near[tuple(np.round(an.defects.positions).astype(int).T)] > level
+    assert on_bright.mean() >= 0.6, on_bright
