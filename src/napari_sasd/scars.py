@@ -38,8 +38,9 @@ class ScarOptions:
         the same sign.
     min_length : int
         Shortest scar along the line, in pixels (shorter runs are noise or
-        the edge of a defect, not a tip change). The analysis sets it to at
-        least the motif's width: a defect's core is narrower than its motif.
+        the edge of a defect, not a tip change). A defect's core wider than
+        this, much brighter or darker than its neighbour lines, is marked
+        too; on measured scans that cost less than streaks left in the fit.
 
     The defaults were measured on the labelled WSe2 scans
     (``benchmarks/bench_real.py``): against 3.5 / 2.0 / 16 px they mark
