@@ -77,29 +77,33 @@ def test_sample_topograph_end_to_end(viewer_widget, run_and_wait):
         json.dumps(layer.metadata[META_KEY])  # the bundle writer needs JSON
 
 
-def test_threshold_slider_updates_points_without_solving(viewer_widget, run_and_wait, small_image):
+def test_significance_slider_updates_points_without_solving(
+    viewer_widget, run_and_wait, small_image
+):
     viewer, widget = viewer_widget
     viewer.add_image(small_image.image, name="img")
     _setup(widget)
+    assert widget._threshold.value == pytest.approx(4.0)  # the default significance
     assert run_and_wait(widget) == "done"
     runner, result = widget.runner, widget.result
+    analysis = widget.analysis.analysis
     pts = viewer.layers["img defects"]
     n0 = len(pts.data)
-    widget._threshold.value = 0.9
+    assert n0 == len(analysis.defects)
+    widget._threshold.value = 12.0
     assert 0 < len(pts.data) < n0
     assert len(pts.features) == len(pts.data) == len(pts.face_color)
-    assert pts.metadata[META_KEY]["threshold_relative"] == pytest.approx(0.9)
-    top = result.activations.max()
-    assert pts.metadata[META_KEY]["threshold"] == pytest.approx(0.9 * top)
-    widget._threshold.value = 0.05
+    meta = pts.metadata[META_KEY]
+    assert meta["significance"] == pytest.approx(12.0)
+    # In image units: 12 times each motif's noise, as the command line records it.
+    assert meta["threshold"] == pytest.approx((12.0 * analysis.copies.noise).tolist())
+    # The same defects as a new detection at that significance (no new solve).
+    want = analysis.redetect(12.0)
+    np.testing.assert_allclose(
+        np.sort(pts.data, axis=0), np.sort(want.positions, axis=0), atol=1e-9
+    )
+    widget._threshold.value = 1.0
     assert len(pts.data) > n0
-    # Per motif: each motif's copies against its own strongest one.
-    widget._threshold.value = 0.9
-    widget._per_motif.value = True
-    tops = result.activations.max(axis=(1, 2))
-    assert pts.metadata[META_KEY]["threshold"] == pytest.approx((0.9 * tops).tolist())
-    motifs = pts.features["motif"].to_numpy()
-    assert sorted(set(motifs.tolist())) == [0, 1]  # every motif keeps its strongest copies
     # No new solve: same runner, same result object.
     assert widget.runner is runner and widget.result is result
 
@@ -266,14 +270,15 @@ def shown_errors(monkeypatch):
 def test_solver_error_is_shown_and_viewer_unchanged(
     viewer_widget, qtbot, small_image, monkeypatch, shown_errors
 ):
-    import napari_sasd
+    import napari_sasd.pipeline
 
     def broken(image, *args, **kwargs):
         yield from ()
         raise RuntimeError("boom")
 
     shown = shown_errors
-    monkeypatch.setattr(napari_sasd, "iter_solve", broken)
+    # The dock's learn run goes through the analysis pipeline's solve.
+    monkeypatch.setattr(napari_sasd.pipeline, "iter_solve", broken)
     viewer, widget = viewer_widget
     viewer.add_image(small_image.image, name="img")
     before = _names(viewer)
@@ -384,9 +389,9 @@ def test_parameters_remembered(make_napari_viewer, small_image):
     again = SasdWidget(viewer)
     assert (again._k.value, again._n.value, again._flatten.value) == (7, 3, True)
     # A display preference is remembered as soon as it is set.
-    assert again._per_motif.value is False
-    again._per_motif.value = True
-    assert SasdWidget(viewer)._per_motif.value is True
+    assert again._keep_artefacts.value is False
+    again._keep_artefacts.value = True
+    assert SasdWidget(viewer)._keep_artefacts.value is True
 
 
 def test_save_bundle_button(viewer_widget, run_and_wait, small_image, tmp_path):
@@ -500,7 +505,7 @@ def test_lambda_box_keeps_small_values(viewer_widget):
 def test_failed_run_clears_the_unfinished_preview(viewer_widget, qtbot, small_image, monkeypatch):
     import napari.utils.notifications as notifications
 
-    import napari_sasd
+    import napari_sasd.pipeline
     from napari_sasd.result import SolveProgress
 
     def broken(image, *args, **kwargs):
@@ -509,7 +514,7 @@ def test_failed_run_clears_the_unfinished_preview(viewer_widget, qtbot, small_im
         time.sleep(1.0)  # the preview is shown meanwhile
         raise ValueError("diverged")
 
-    monkeypatch.setattr(napari_sasd, "iter_solve", broken)
+    monkeypatch.setattr(napari_sasd.pipeline, "iter_solve", broken)
     monkeypatch.setattr(notifications, "show_error", lambda msg: None)
     viewer, widget = viewer_widget
     viewer.add_image(small_image.image, name="img")
@@ -599,12 +604,13 @@ def test_rerun_that_finds_nothing_replaces_the_results(
     assert len(pts.data) > 0
     # The threshold in image units is this run's (there was no earlier one).
     meta = pts.metadata[META_KEY]
-    top = float(widget.result.activations.max())
-    assert meta["threshold"] == pytest.approx(meta["threshold_relative"] * top)
+    noise = widget.analysis.analysis.copies.noise
+    assert meta["threshold"] == pytest.approx((meta["significance"] * noise).tolist())
     first_run = meta["run_id"]
     names = _names(viewer)
 
     img.data = np.random.default_rng(0).standard_normal(img.data.shape)
+    widget._threshold.value = 20.0  # no noise peak stands out that far
     widget._auto_lam.value = False
     widget._lam.value = widget._lam.max
     assert run_and_wait(widget) == "done"
@@ -615,9 +621,12 @@ def test_rerun_that_finds_nothing_replaces_the_results(
     meta = pts.metadata[META_KEY]
     assert meta["run_id"] != first_run and meta["counts"] == [0, 0]
     assert widget.result.lam == pytest.approx(widget._lam.max)
-    np.testing.assert_array_equal(viewer.layers["img activation 1"].data, 0)
+    # The maps are this run's (a new search: the pixels changed).
+    np.testing.assert_array_equal(
+        viewer.layers["img activation 1"].data, widget.result.activations[0].astype(np.float32)
+    )
     # Moving the threshold over an empty result keeps the empty layer working.
-    widget._threshold.value = 0.5
+    widget._threshold.value = 19.0
     assert len(pts.data) == 0
     # Saved, it opens again as an empty points layer.
     out = widget._on_save(path=str(tmp_path / "none.sasd"))
@@ -663,7 +672,7 @@ def test_a_plot_that_fails_while_showing_ends_the_run_with_an_error(
     def broken(*args, **kwargs):
         raise RuntimeError("the histogram broke")
 
-    monkeypatch.setattr(widget.plots, "show_histogram", broken)
+    monkeypatch.setattr(widget.plots, "show_significance", broken)
     assert run_and_wait(widget) == "error"
     assert shown_errors and "the histogram broke" in shown_errors[0]
     assert widget._steps is None and widget._run.text == "Run"

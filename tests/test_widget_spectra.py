@@ -93,20 +93,18 @@ def test_cube_sample_spectra_histogram_and_no_hitch(viewer_widget, qtbot, tmp_pa
     viewer.dims.set_current_step(0, 3)
     assert [float(np.asarray(m.get_xdata())[0]) for m in panel.markers] == [400.0, 400.0]
 
-    # The histogram: candidates per motif, the threshold line at the slider.
+    # The histogram: candidate copies' significance per motif, the line at the slider.
     hist = widget.histogram
-    acts = widget.result.activations
     assert hist.n_motifs == 2 and len(hist.ax.patches) == 2
-    assert hist.threshold_positions()[0] == pytest.approx(widget._threshold.value * acts.max())
-    widget._threshold.value = 0.5
-    assert hist.threshold_positions()[0] == pytest.approx(0.5 * acts.max())
+    assert hist.threshold_positions()[0] == pytest.approx(widget._threshold.value)
+    widget._threshold.value = 8.0
+    assert hist.threshold_positions()[0] == pytest.approx(8.0)
     n_pts = len(viewer.layers["synthetic cube defects"].data)
-    assert hist.ax.get_title().startswith(f"{n_pts} of ")  # the split, counted
+    # The split, counted (no motif of the cube is flagged, so every copy right of the line).
+    assert not any(widget.analysis.analysis.flags)
+    assert hist.ax.get_title().startswith(f"{n_pts} of ")
     # The spectra follow the threshold too (fewer, stronger copies).
-    assert widget.spectra.n_copies.sum() == len(viewer.layers["synthetic cube defects"].data)
-    widget._per_motif.value = True
-    tops = acts.max(axis=(1, 2))
-    np.testing.assert_allclose(hist.threshold_positions(), 0.5 * tops, rtol=1e-6)
+    assert widget.spectra.n_copies.sum() == n_pts
 
     # The Fourier tab draws the data's and each motif's magnitude at that energy.
     widget.plots.setCurrentWidget(widget.fourier)

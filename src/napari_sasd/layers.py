@@ -32,7 +32,7 @@ META_KEY = "napari_sasd"
 #: One colour per motif, readable on a black background and distinct from
 #: each other; cycles after eight motifs. One palette for layers and bundles.
 PALETTE = DEFAULT_COLORS
-ROLES = ("motifs", "activation", "defects", "reconstruction", "residual")
+ROLES = ("motifs", "activation", "defects", "reconstruction", "residual", "scars", "lattice")
 #: Pixels between the region's right edge and the motifs, and between motifs.
 MOTIF_GAP = 3
 
@@ -182,6 +182,7 @@ def defects_layer_data(
     threshold: float | Sequence[float] | None = None,
     threshold_relative: float | None = None,
     plane: dict[str, Any] | None = None,
+    significance: float | None = None,
 ) -> tuple:
     """Points layer-data tuple of the defects, coloured by motif.
 
@@ -189,7 +190,8 @@ def defects_layer_data(
     ``translate`` (from :func:`region_geometry`) and the source's ``plane``
     transform (:func:`plane_transform`) place them in the world.
     ``threshold`` (image units) and ``threshold_relative`` (fraction of the
-    strongest copy) are recorded in the metadata.
+    strongest copy) are recorded in the metadata, and ``significance`` (the
+    copies' smallest amplitude in units of their local noise) when given.
     """
     n = len(defects)
     pos = np.asarray(defects.positions, float).reshape(n, 2)
@@ -205,6 +207,7 @@ def defects_layer_data(
         threshold=threshold,
         threshold_relative=threshold_relative,
         counts=defects.counts(result.n_motifs).tolist(),
+        **({} if significance is None else {"significance": float(significance)}),
     )
     kwargs = {
         "name": f"{source} defects",
@@ -255,6 +258,7 @@ def result_layer_data(
     threshold: float | Sequence[float] | None = None,
     threshold_relative: float | None = None,
     plane: dict[str, Any] | None = None,
+    significance: float | None = None,
 ) -> list[tuple]:
     """All result layers of a solve, as napari layer-data tuples.
 
@@ -287,6 +291,8 @@ def result_layer_data(
     plane : dict, optional
         A 2-D source's rotation, shear and affine (:func:`plane_transform`),
         given to every 2-D result layer.
+    significance : float, optional
+        The detection's significance (recorded with the defects).
 
     Returns
     -------
@@ -362,6 +368,7 @@ def result_layer_data(
             threshold=threshold,
             threshold_relative=threshold_relative,
             plane=plane,
+            significance=significance,
             **common,
         )
     )
@@ -395,6 +402,56 @@ def result_layer_data(
                 )
             )
     return out
+
+
+def prepared_layer_data(
+    role: str,
+    data: np.ndarray,
+    result: SolveResult,
+    *,
+    source: str,
+    region: Sequence[int],
+    scale: Sequence[float] = (1.0, 1.0),
+    translate: Sequence[float] = (0.0, 0.0),
+    source_path: str | None = None,
+    run_id: str | None = None,
+    plane: dict[str, Any] | None = None,
+    **extra: Any,
+) -> tuple:
+    """Layer-data tuple of what the data was prepared with, over the region.
+
+    ``role`` ``"scars"``: ``data`` is the ``(H, W)`` scar mask (or the user's
+    edited labels), shown as a Labels layer ``"<source> scars"`` to correct
+    and re-run with. ``"lattice"``: the ``(H, W)`` periodic background that
+    was removed, a hidden image ``"<source> lattice"``. Both sit over the
+    analysed region like the activation maps.
+    """
+    if role not in ("scars", "lattice"):
+        raise ValueError(f"role must be 'scars' or 'lattice', got {role!r}")
+    s2, t2 = region_geometry(scale, translate, region, plane)
+    meta = result_metadata(
+        role, result, region=region, source=source, source_path=source_path, run_id=run_id,
+        **extra,
+    )  # fmt: skip
+    kwargs: dict[str, Any] = {
+        "name": f"{source} {role}",
+        "scale": tuple(s2),
+        "translate": tuple(t2),
+        "metadata": {META_KEY: meta},
+        **_plane_kwargs(plane),
+    }
+    if role == "scars":
+        labels = np.asarray(data)
+        if labels.dtype == bool:
+            labels = labels.astype(np.uint8)
+        kwargs["opacity"] = 0.5
+        return labels, kwargs, "labels"
+    lat = np.asarray(data, np.float32)
+    lim = float(np.abs(lat).max()) or 1.0
+    # Hidden: the user looks at it when wanted (the eye icon), and it never
+    # covers the scan by surprise.
+    kwargs.update(colormap="gray", contrast_limits=(-lim, lim), opacity=0.5, visible=False)
+    return lat, kwargs, "image"
 
 
 def layer_key(layer) -> tuple[str, int | None] | None:

@@ -30,7 +30,13 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "with_reconstruction": False,
     "keep_previous": False,
-    "threshold_per_motif": False,
+    # Real scans (issue 14): scars left out and the lattice removed when the
+    # image shows them, copies counted above 4 x their local noise, copies
+    # of motifs that look like scan artefacts not counted.
+    "scars": True,
+    "lattice": True,
+    "significance": 4.0,
+    "keep_artefacts": False,
 }
 #: Ranges of the numeric parameters (the widget's spin boxes use them too).
 LIMITS: dict[str, tuple[float, float]] = {
@@ -39,6 +45,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "lam": (1e-4, 10.0),
     "max_iter": (0, 100000),
     "seed": (0, 2**31 - 1),
+    "significance": (0.0, 20.0),
 }
 #: Values of the drop-down parameters (the widget's combo boxes).
 CHOICES: dict[str, tuple[str, ...]] = {

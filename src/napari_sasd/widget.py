@@ -28,6 +28,8 @@ from ._qt.inputs import camera as _camera  # noqa: F401 (kept importable from he
 from ._qt.motifs import MotifSourcePanel
 from ._qt.parameters import ParametersPanel
 from ._qt.plots import ResultPlots
+from .dock_run import DockAnalysis, iter_dock_analysis, iter_dock_locate
+from .flags import FLAG_TEXT
 from .flatten import flatten
 from .layers import (
     META_KEY,
@@ -35,13 +37,13 @@ from .layers import (
     iter_apply_layer_data,
     motif_color,
     plane_transform,
+    prepared_layer_data,
     region_geometry,
     result_layer_data,
     result_layers,
     update_points,
 )
 from .locate import iter_locate
-from .peaks import default_threshold, find_defects, motif_thresholds
 from .result import SolveProgress, SolveResult
 from .settings import load_settings, save_settings
 from .spectra import MotifSpectra
@@ -60,6 +62,10 @@ class RunContext:
     key: tuple
     seed: int
     mask: np.ndarray | None = None
+    #: The "<image> scars" layer the run took its scar mask from (as the user
+    #: left it), and that mask; None when the run marked scars itself.
+    scars_layer: Any = None
+    scars: np.ndarray | None = None
     started: float = field(default_factory=time.perf_counter)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
@@ -110,6 +116,8 @@ class SasdWidget(QWidget):
         self.viewer = napari_viewer
         self.runner: SolveRunner | None = None
         self.result: SolveResult | None = None
+        #: The last run's analysis and candidate copies (the slider filters them).
+        self.analysis: DockAnalysis | None = None
         self.context: RunContext | None = None
         self._pending: RunContext | None = None
         self._points = None  # defects layer of the last result
@@ -131,6 +139,7 @@ class SasdWidget(QWidget):
         self._image, self._info, self._stack = i.image, i.info, i.stack
         self._region, self._shapes, self._mask = i.region, i.shapes, i.mask
         self._mask_mode, self._flatten = i.mask_mode, i.flatten
+        self._scars, self._lattice = i.scars, i.lattice
         self._k, self._n, self._auto_lam, self._lam = p.k, p.n, p.auto_lam, p.lam
         self._lam_used, self._positive, self._recon = p.lam_used, p.positive, p.recon
         self._keep, self._max_iter, self._seed = p.keep, p.max_iter, p.seed
@@ -139,20 +148,21 @@ class SasdWidget(QWidget):
         self._status = Label(value="")
         self._status.native.setWordWrap(True)
         self._threshold = FloatSlider(
-            label="Detection threshold",
+            label="Significance (× noise)",
             min=0.0,
-            max=1.0,
-            step=0.01,
-            value=0.25,
+            max=20.0,
+            step=0.1,
+            value=s["significance"],
             readout=True,
-            tooltip="Smallest copy counted as a defect, as a fraction of the strongest copy. "
-            "Updates the points at once, without searching again.",
+            tooltip="A copy counts as a defect when its amplitude is above this many times "
+            "the local noise of its motif's matched filter (4: about one false copy per "
+            "1024² image of pure noise).\nUpdates the points at once, without searching again.",
         )
-        self._per_motif = CheckBox(
-            text="Threshold per motif",
-            value=s["threshold_per_motif"],
-            tooltip="Compare each motif's copies with its own strongest copy, so a faint kind "
-            "of defect is found beside a bright one. Off: one threshold for all motifs.",
+        self._keep_artefacts = CheckBox(
+            text="Count artefact motifs too",
+            value=s["keep_artefacts"],
+            tooltip="Also count the copies of motifs that look like a scan artefact, the "
+            "lattice or texture (their note in the gallery). Off: only defect motifs count.",
         )
         self._save = PushButton(
             text="Save bundle…",
@@ -160,7 +170,7 @@ class SasdWidget(QWidget):
             tooltip="Save motifs, maps, defects, parameters and pictures (quick look; spectra "
             "for a cube) of the last result to a folder.",
         )
-        self._outputs = Container(widgets=[self._threshold, self._per_motif], labels=True)
+        self._outputs = Container(widgets=[self._threshold, self._keep_artefacts], labels=True)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.progress.setTextVisible(False)
@@ -185,8 +195,9 @@ class SasdWidget(QWidget):
 
         self._run.changed.connect(self._on_run_clicked)
         self._threshold.changed.connect(self._on_threshold)
-        self._per_motif.changed.connect(self._on_threshold)
-        self._per_motif.changed.connect(lambda *_: save_settings(self._values()))
+        self._keep_artefacts.changed.connect(self._on_threshold)
+        for w in (self._keep_artefacts, self._scars, self._lattice):
+            w.changed.connect(lambda *_: save_settings(self._values()))
         self._save.changed.connect(self._on_save)
         self.motifs.locate_all.changed.connect(self.locate_everywhere)
         self.viewer.dims.events.current_step.connect(self._on_dims)
@@ -218,7 +229,10 @@ class SasdWidget(QWidget):
             "seed": int(self._seed.value),
             "with_reconstruction": bool(self._recon.value),
             "keep_previous": bool(self._keep.value),
-            "threshold_per_motif": bool(self._per_motif.value),
+            "scars": bool(self._scars.value),
+            "lattice": bool(self._lattice.value),
+            "significance": float(self._threshold.value),
+            "keep_artefacts": bool(self._keep_artefacts.value),
         }
 
     def _set_enabled(self, on: bool) -> None:
@@ -288,50 +302,94 @@ class SasdWidget(QWidget):
         else:
             plane = self._plane_index(layer)[0]
             img = np.asarray(data[plane, y0:y1, x0:x1], dtype=np.float64)
-        mask = self._mask_for(layer, region)
+        user_mask = self._mask_for(layer, region)
+        # The scar marks the user corrected: used as they are, not marked again.
+        scars_layer = self._scars_layer(layer, region) if v["scars"] else None
+        scars = None if scars_layer is None else np.asarray(scars_layer.data) > 0
+        mask = user_mask
+        if scars is not None and scars.any():
+            mask = ~scars if mask is None else mask & ~scars
         if mask is not None and mask.sum() < k * k:
             raise ValueError("The mask leaves too few pixels to analyse.")
-        if v["flatten"]:
-            img = flatten(img, plane=True, lines=True, mask=mask)
-        kwargs: dict[str, Any] = {
-            "kernel_size": k,
-            "n_motifs": n,
+        mask_key = None if user_mask is None else (self._mask.value.name, v["mask_mode"])
+        scars_key = _digest(scars)
+        # The data's fingerprint too: the re-locate path below reuses the last
+        # run's prepared data, so edited pixels must make a new run (~10 ms
+        # for 1024^2 on the main thread).
+        key = (
+            id(layer), region, k, n, plane, v["flatten"], mask_key, v["positive"], v["seed"],
+            _digest(img), v["scars"], scars_key, v["lattice"],
+        )  # fmt: skip
+        common = {
             "lam": None if v["auto_lam"] else v["lam"],
             "channel_axis": 0 if cube else None,
             "positive": v["positive"],
             "mask": mask,
-            "seed": v["seed"],
-            "max_iter": v["max_iter"] or None,
         }
-        mask_key = None if mask is None else (self._mask.value.name, v["mask_mode"])
-        key = (
-            id(layer),
-            region,
-            k,
-            n,
-            plane,
-            v["flatten"],
-            mask_key,
-            v["positive"],
-            v["seed"],
-        )
+        detect = {
+            "significance": float(self._threshold.value),
+            "keep_artefacts": bool(self._keep_artefacts.value),
+        }
+        ctx = RunContext(
+            source=layer, region=region, image=img, key=key, seed=v["seed"], mask=user_mask,
+            scars_layer=scars_layer, scars=scars,
+        )  # fmt: skip
         # Same data and motif shape as last time, only lambda changed:
         # re-locate the current motifs (issue 15), a convex fit of the
-        # activations, background and amplitudes, no new discovery.
-        again = self.result is not None and self.context is not None and self.context.key == key
-        if known is not None or again:
+        # activations, background and amplitudes, no new discovery, on the
+        # data the last run prepared (flattened, lattice removed).
+        last = self.analysis
+        again = last is not None and self.context is not None and self.context.key == key
+        if again:
+            a = last.analysis
             kwargs = {
-                "solve": iter_locate,
-                "kernels": known if known is not None else self.result.kernels,
-                "lam": kwargs["lam"],
-                "channel_axis": kwargs["channel_axis"],
-                "positive": kwargs["positive"],
-                "mask": mask,
-            }
-        ctx = RunContext(
-            source=layer, region=region, image=img, key=key, seed=v["seed"], mask=mask
-        )
+                "solve": iter_dock_locate, "locate": iter_locate, "kernels": a.result.kernels,
+                "scars": a.scars, "lattice": a.lattice, "info": a.settings,
+                **common, **detect,
+            }  # fmt: skip
+            return a.data, kwargs, ctx
+        if known is not None:
+            # Known motifs (a library or bundle): flatten as for a learn run;
+            # no scar marking or lattice removal (the motifs were learnt on
+            # their own data).
+            if v["flatten"]:
+                img = flatten(img, plane=True, lines=True, mask=mask)
+            kwargs = {
+                "solve": iter_dock_locate, "locate": iter_locate, "kernels": known,
+                "info": {"flatten": v["flatten"]}, **common, **detect,
+            }  # fmt: skip
+            return img, kwargs, ctx
+        # Learn: the whole analysis (flatten, scars, lattice, solve, detection)
+        # runs in the worker thread (dock_run.iter_dock_analysis).
+        kwargs = {
+            "solve": iter_dock_analysis,
+            "kernel_size": k,
+            "n_motifs": n,
+            "seed": v["seed"],
+            "max_iter": v["max_iter"] or None,
+            "flatten": v["flatten"],
+            "scars": "off" if scars_layer is not None or not v["scars"] else "auto",
+            "lattice": "auto" if v["lattice"] else "off",
+            **common,
+            **detect,
+        }
         return img, kwargs, ctx
+
+    def _scars_layer(self, source, region):
+        """The "<image> scars" Labels layer of ``source`` over ``region``, if any."""
+        from napari.layers import Labels
+
+        h, w = region[2] - region[0], region[3] - region[1]
+        for lay in self.viewer.layers:
+            meta = lay.metadata.get(META_KEY) if isinstance(lay, Labels) else None
+            if (
+                isinstance(meta, dict) and meta.get("role") == "scars"
+                and meta.get("source") == source.name
+                and list(meta.get("region", [])) == list(region)
+                and lay.data.shape == (h, w)
+            ):  # fmt: skip
+                return lay
+        return None
 
     def _known_motifs(self) -> np.ndarray | None:
         """Motifs to locate rather than learn: those being located in all
@@ -446,7 +504,7 @@ class SasdWidget(QWidget):
         )
         self.gallery.set_motifs(snap.kernels)
 
-    def _on_result(self, result: SolveResult) -> None:
+    def _on_result(self, result: DockAnalysis) -> None:
         ctx = self._pending
         assert ctx is not None
         if ctx.source not in self.viewer.layers:
@@ -486,29 +544,32 @@ class SasdWidget(QWidget):
             return
         QTimer.singleShot(1, self._step)
 
-    def _show(self, result: SolveResult, ctx: RunContext) -> Generator[None, None, None]:
+    def _show(self, dock: DockAnalysis, ctx: RunContext) -> Generator[None, None, None]:
         """Show a result, one layer or plot per step (see :meth:`_step`)."""
-        acts = result.activations
-        top = float(acts.max(initial=0.0))
-        rel = default_threshold(acts) / top if top > 0 else 0.0
-        with self._threshold.changed.blocked():
-            self._threshold.value = round(min(max(rel, 0.0), 1.0), 2)
-        defects = find_defects(acts, self._threshold.value, relative=True)
+        analysis, result = dock.analysis, dock.result
+        z = float(self._threshold.value)
+        defects = dock.candidates.select(z, analysis.flags, bool(self._keep_artefacts.value))
+        # The data as analysed, lattice included (pictures of the bundle).
+        ctx.image = analysis.data if analysis.lattice is None else analysis.data + analysis.lattice
         layer = ctx.source
+        geometry = {
+            "source": layer.name,
+            "region": ctx.region,
+            "scale": layer.scale,
+            "translate": layer.translate,
+            "source_path": getattr(layer.source, "path", None),
+            "run_id": ctx.run_id,
+            "plane": plane_transform(layer),
+        }
         tuples = result_layer_data(
             result,
             defects,
-            source=layer.name,
-            region=ctx.region,
-            scale=layer.scale,
-            translate=layer.translate,
-            source_path=getattr(layer.source, "path", None),
-            analysed=ctx.image,
+            analysed=analysis.data,
             with_reconstruction=bool(self._recon.value),
-            run_id=ctx.run_id,
-            plane=plane_transform(layer),
-            **self._thresholds(result),
+            **geometry,
+            **self._thresholds(dock),
         )
+        tuples += self._prepared_layers(analysis, ctx, geometry)
         _carry_axes(tuples, layer)
         # Replace only the layers of this source's previous run in this widget,
         # found by run id: a renamed source still finds them, and result layers
@@ -518,6 +579,8 @@ class SasdWidget(QWidget):
             replace = []
         else:
             replace = result_layers(self.viewer, None, prev)
+        if ctx.scars_layer is not None and ctx.scars_layer not in replace:
+            replace.append(ctx.scars_layer)  # the user's marks, kept as they are
         yield
         try:
             shown = yield from iter_apply_layer_data(self.viewer, tuples, replace)
@@ -525,12 +588,16 @@ class SasdWidget(QWidget):
             self._on_error(exc)
             self._show_failed = True
             return
-        self.result, self.context = result, ctx
+        self.result, self.context, self.analysis = result, ctx, dock
+        if analysis.scars is not None:
+            # The marks are in the scars layer now: a re-run that only changes
+            # lambda finds the same key and re-locates.
+            ctx.key = (*ctx.key[:-2], _digest(analysis.scars), ctx.key[-1])
         self._last_run[id(layer)] = ctx.run_id
         self._points = next(lay for lay in shown if lay.metadata[META_KEY]["role"] == "defects")
         # Keep the source selected (result layers become the active ones).
         self.viewer.layers.selection.active = self._points
-        self.gallery.set_motifs(result.kernels, defects.counts(result.n_motifs))
+        self._refresh_gallery(defects)
         self._lam_used.value = f"λ used: {result.lam:.4g}"
         if self._auto_lam.value:
             with self._lam.changed.blocked():
@@ -548,7 +615,30 @@ class SasdWidget(QWidget):
             self._energy_index(),
         )
         yield
-        self.plots.show_histogram(acts, np.atleast_1d(self._thresholds(result)["threshold"]))
+        cand = dock.candidates
+        self.plots.show_significance(
+            cand.significance, cand.defects.motif, z, result.n_motifs, len(defects)
+        )
+
+    def _prepared_layers(self, analysis, ctx: RunContext, geometry: dict) -> list[tuple]:
+        """The scars (Labels, to correct) and the lattice removed (hidden image)."""
+        out = []
+        scars = None
+        if ctx.scars_layer is not None:
+            scars = np.asarray(ctx.scars_layer.data)  # as the user left it
+        elif analysis.scars is not None:
+            scars = analysis.scars
+        if scars is not None and scars.ndim == 2:
+            out.append(prepared_layer_data("scars", scars, analysis.result, **geometry))
+        lat = analysis.lattice
+        if lat is not None and np.ndim(lat) == 2:
+            periods = analysis.settings.get("lattice_periods_px")
+            out.append(
+                prepared_layer_data(
+                    "lattice", lat, analysis.result, lattice_periods_px=periods, **geometry
+                )
+            )
+        return out
 
     def _measured(self, ctx: RunContext) -> np.ndarray:
         """The measured (unflattened) cube of the region, NaN where left out."""
@@ -595,7 +685,12 @@ class SasdWidget(QWidget):
             if self.context is ctx:
                 r = self.result
                 self.progress.setValue(1000)
-                self._status.value = _done_message(r, self.current_defects(), ctx.started)
+                a = self.analysis.analysis if self.analysis is not None else None
+                self._status.value = _done_message(
+                    r, self.current_defects(), ctx.started,
+                    a.settings if a is not None else None, a.flags if a is not None else None,
+                    user_scars=ctx.scars_layer is not None,
+                )  # fmt: skip
                 conv = "converged" if r.converged else "stopped at the iteration budget"
                 self._status.native.setToolTip(f"{r.n_iter} iterations, {conv}.")
         elif state in ("cancelled", "error"):
@@ -619,38 +714,58 @@ class SasdWidget(QWidget):
 
     # --- threshold ---------------------------------------------------------------
     def current_defects(self):
-        """Defects of the last result at the current threshold."""
-        assert self.result is not None
-        return find_defects(
-            self.result.activations, self._threshold.value, relative=True,
-            per_motif=bool(self._per_motif.value),
-        )  # fmt: skip
+        """Defects of the last result at the current significance (one per copy;
+        copies of flagged motifs only with "Count artefact motifs too")."""
+        assert self.analysis is not None
+        a = self.analysis
+        return a.candidates.select(
+            float(self._threshold.value), a.analysis.flags, bool(self._keep_artefacts.value)
+        )
+
+    def current_analysis(self):
+        """The last :class:`~napari_sasd.pipeline.Analysis` at the current
+        significance and artefact choice (what a bundle records)."""
+        import dataclasses
+
+        assert self.analysis is not None
+        a = self.analysis.analysis
+        z, keep = float(self._threshold.value), bool(self._keep_artefacts.value)
+        settings = {**a.settings, "significance": z, "keep_artefacts": keep}
+        return dataclasses.replace(
+            a, defects=self.current_defects(), significance=z, settings=settings
+        )
+
+    def _notes(self) -> list[str] | None:
+        if self.analysis is None:
+            return None
+        return ["; ".join(FLAG_TEXT[f] for f in fl) for fl in self.analysis.analysis.flags]
 
     def _refresh_gallery(self, defects=None) -> None:
-        if self.result is None:
+        if self.result is None or self.analysis is None:
             return
         defects = defects or self.current_defects()
-        self.gallery.set_motifs(self.result.kernels, defects.counts(self.result.n_motifs))
+        self.gallery.set_motifs(
+            self.result.kernels, defects.counts(self.result.n_motifs), self._notes()
+        )
 
-    def _thresholds(self, result: SolveResult | None = None) -> dict[str, Any]:
-        # The slider is relative; the bundle and the metadata also want image
-        # units: one value, or one per motif. ``result``: the run being shown
-        # (not yet ``self.result``), else the last one.
-        rel = float(self._threshold.value)
-        per = bool(self._per_motif.value)
-        out: dict[str, Any] = {"threshold": None, "threshold_relative": rel}
-        result = result if result is not None else self.result
-        if result is not None:
-            thr = motif_thresholds(result.activations, rel, relative=True, per_motif=per)
-            out["threshold"] = thr.tolist() if per else float(thr[0]) if len(thr) else 0.0
+    def _thresholds(self, dock: DockAnalysis | None = None) -> dict[str, Any]:
+        # The slider is a significance; the bundle and the metadata also want
+        # image units, one per motif (z times each motif's noise), as the
+        # command line records them. ``dock``: the run being shown (not yet
+        # ``self.analysis``), else the last one.
+        z = float(self._threshold.value)
+        out: dict[str, Any] = {"threshold": None, "threshold_relative": None, "significance": z}
+        dock = dock if dock is not None else self.analysis
+        if dock is not None:
+            out["threshold"] = dock.analysis.copies.thresholds(z).tolist()
         return out
 
     def _on_threshold(self, *_: Any) -> None:
-        if self.result is None or self.context is None:
+        if self.result is None or self.context is None or self.analysis is None:
             return
         defects = self.current_defects()
         self._refresh_gallery(defects)
-        self.plots.update_defects(defects, np.atleast_1d(self._thresholds()["threshold"]))
+        self.plots.update_defects(defects, [float(self._threshold.value)])
         if self._points is None or self._points not in self.viewer.layers:
             return
         ctx, layer = self.context, self.context.source
@@ -685,6 +800,7 @@ class SasdWidget(QWidget):
         try:
             from .bundle import save_bundle
             from .nanonis import sweep_record
+            from .pipeline import analysis_record
             from .quicklook import bundle_pictures
 
             layer, ctx = self.context.source, self.context
@@ -719,8 +835,13 @@ class SasdWidget(QWidget):
                 colors=colors,
                 threshold=thresholds["threshold"],
                 extra={
+                    # What the command line records (cli.solve_file), so the
+                    # bundles of both agree: steps, significance, noise, flags.
+                    "flatten": "both" if self.context.key[5] else "none",
                     "threshold_relative": thresholds["threshold_relative"],
-                    "threshold_per_motif": bool(self._per_motif.value),
+                    "threshold_per_motif": False,
+                    "command": "napari-sasd dock",
+                    **analysis_record(self.current_analysis()),
                     **plane_transform(layer),
                     **extra,
                 },
@@ -736,6 +857,18 @@ class SasdWidget(QWidget):
         """Cancel a running search when the dock widget is closed."""
         self.cancel()
         super().closeEvent(event)
+
+
+def _digest(a: np.ndarray | None) -> str | None:
+    """A short fingerprint of the data or of a scar mask (the run key: pixels
+    or marks edited -> new data)."""
+    import hashlib
+
+    if a is None:
+        return None
+    a = np.asarray(a)
+    raw = np.packbits(a).tobytes() if a.dtype == bool else np.ascontiguousarray(a).tobytes()
+    return hashlib.blake2b(raw, digest_size=8).hexdigest()
 
 
 def _carry_axes(tuples: list[tuple], source) -> None:
@@ -754,17 +887,43 @@ def _carry_axes(tuples: list[tuple], source) -> None:
             kwargs["axis_labels"] = tuple(labels[-nd:])
 
 
-def _done_message(result: SolveResult, defects, started: float) -> str:
-    """What a finished run found, in the user's terms."""
+def _done_message(
+    result: SolveResult,
+    defects,
+    started: float,
+    settings: dict[str, Any] | None = None,
+    flags: list[list[str]] | None = None,
+    user_scars: bool = False,
+) -> str:
+    """What a finished run found, in the user's terms: the defects, then what
+    was left out or removed before the search and which motifs are artefacts."""
     n = result.n_motifs
     total = len(defects)
     per = defects.counts(n)
     split = f" ({' + '.join(str(int(c)) for c in per)})" if n > 1 else ""
     secs = time.perf_counter() - started
-    return (
+    msg = (
         f"Done in {secs:.1f} s: {n} motif{'s' * (n != 1)}, "
         f"{total} defect{'s' * (total != 1)}{split}."
     )
+    settings = settings or {}
+    if user_scars:
+        msg += " Scars: your marks in the scars layer were left out."
+    elif settings.get("scar_fraction") is not None and settings.get("scars") != "off":
+        frac = 100 * float(settings["scar_fraction"])
+        msg += f" Scars: {frac:.1f} % of the pixels marked" + (
+            " and left out." if frac >= 0.2 else " (too few to leave out)."
+        )
+    periods = settings.get("lattice_periods_px")
+    if settings.get("lattice_found") and periods:
+        msg += " Lattice removed: periods " + ", ".join(f"{p:.2f}" for p in periods) + " px."
+    bad = [str(i + 1) for i, f in enumerate(flags or []) if f]
+    if bad:
+        msg += (
+            f" Motif{'s' * (len(bad) > 1)} {', '.join(bad)} look{'s' * (len(bad) == 1)} "
+            "like artefacts (see the gallery)."
+        )
+    return msg
 
 
 def _warm_imports() -> None:

@@ -1,4 +1,5 @@
-"""The motif gallery: one small thumbnail per motif, with its count of copies."""
+"""The motif gallery: one small thumbnail per motif, its count of copies and
+what it looks like when not a defect (a scan artefact, the lattice, texture)."""
 
 from __future__ import annotations
 
@@ -21,8 +22,15 @@ class MotifGallery(QWidget):
         self.images: list[QLabel] = []
         self.captions: list[QLabel] = []
 
-    def set_motifs(self, kernels: np.ndarray, counts: np.ndarray | None = None) -> None:
-        """Show ``kernels`` ``(N, kh, kw)`` or ``(N, C, kh, kw)``; ``counts`` per motif."""
+    def set_motifs(
+        self,
+        kernels: np.ndarray,
+        counts: np.ndarray | None = None,
+        notes: list[str] | None = None,
+    ) -> None:
+        """Show ``kernels`` ``(N, kh, kw)`` or ``(N, C, kh, kw)``; ``counts``
+        per motif; ``notes`` per motif (its artefact flags' text, "" for a
+        defect), shown under it."""
         n = len(kernels)
         while len(self.images) > n:
             for w in (self.images.pop(), self.captions.pop()):
@@ -33,8 +41,11 @@ class MotifGallery(QWidget):
             img, cap = QLabel(), QLabel()
             img.setAlignment(Qt.AlignmentFlag.AlignCenter)
             img.setFixedSize(self._size + 8, self._size + 8)
-            cap.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            cap.setAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
             cap.setMinimumHeight(2 * cap.fontMetrics().height() + 4)
+            # A flag's sentence wraps under its thumbnail instead of widening the dock.
+            cap.setWordWrap(True)
+            cap.setMaximumWidth(max(self._size + 8, 120))
             img.setStyleSheet(f"border: 2px solid {motif_color(i)};")
             self._grid.addWidget(img, 0, i)
             self._grid.addWidget(cap, 1, i)
@@ -45,7 +56,12 @@ class MotifGallery(QWidget):
             text = f"Motif {i + 1}"
             if counts is not None:
                 text += f"\n{int(counts[i])} copies"
+            note = notes[i] if notes is not None and i < len(notes) else ""
+            if note:
+                text += f"\n{note}"
             self.captions[i].setText(text)
+            # Flagged motifs' copies are not counted: say it with the colour too.
+            self.captions[i].setStyleSheet("color: #d08770;" if note else "")
 
 
 def _kernel_pixmap(k: np.ndarray, size: int) -> QPixmap:

@@ -1,4 +1,4 @@
-"""Peak amplitudes per motif, with the detection threshold that splits them."""
+"""Candidate copies per motif (significance or amplitude), with the threshold that splits them."""
 
 from __future__ import annotations
 
@@ -43,32 +43,46 @@ class HistogramPanel(QWidget):
         thresholds: Sequence[float],
         n_motifs: int,
         colors: Sequence[str] | None = None,
+        xlabel: str | None = None,
+        counted: int | None = None,
     ) -> None:
-        """Draw the histograms of a new result and its threshold lines."""
+        """Draw the histograms of a new result and its threshold lines.
+
+        ``amplitudes`` are the candidates' values on the threshold's scale:
+        their significance (``xlabel`` says so) or amplitude (image units).
+        ``counted``: how many defects they give (close copies merged, flagged
+        motifs left out), when not simply those right of the line.
+        """
         self.n_motifs = n_motifs
         self._amp = np.asarray(amplitudes, float)
         self._motif = np.asarray(motif, int)
         self.lines = draw_histogram(self.ax, amplitudes, motif, thresholds, n_motifs, colors)
+        if xlabel:
+            self.ax.set_xlabel(xlabel)
         self.figure.subplots_adjust(left=0.16, right=0.97, bottom=0.2, top=0.88)
-        self._title(thresholds)
+        self._title(thresholds, counted)
         self.canvas.request_draw()
 
-    def _title(self, thresholds: Sequence[float]) -> None:
+    def _title(self, thresholds: Sequence[float], counted: int | None = None) -> None:
         # The split in numbers: how many candidate peaks the threshold keeps.
+        if counted is not None:
+            self.ax.set_title(f"{counted} of {len(self._amp)} candidate copies counted")
+            return
         thr = np.resize(np.asarray(list(thresholds) or [0.0], float), max(self.n_motifs, 1))
         amp, mot = self._amp, self._motif
         kept = sum(int((amp[mot == m] >= thr[m]).sum()) for m in range(self.n_motifs))
         self.ax.set_title(f"{kept} of {len(self._amp)} peaks counted (right of the line)")
 
-    def set_thresholds(self, thresholds: Sequence[float]) -> None:
-        """Move the threshold lines (one value for all motifs, or one per motif)."""
+    def set_thresholds(self, thresholds: Sequence[float], counted: int | None = None) -> None:
+        """Move the threshold lines (one value for all motifs, or one per motif);
+        ``counted``: the defects they give (see :meth:`set_peaks`)."""
         thr = list(thresholds)
         if len(thr) == 1:
             thr = thr * len(self.lines)
         for line, t in zip(self.lines, thr, strict=False):
             line.set_xdata([t, t])
         if self.lines:
-            self._title(thr)
+            self._title(thr, counted)
         self.canvas.request_draw()
 
     def threshold_positions(self) -> list[float]:

@@ -92,6 +92,21 @@ class InputsPanel(QWidget):
             value=s["flatten"],
             tooltip="Remove a tilted plane and per-scan-line offsets before searching.",
         )
+        self.scars = CheckBox(
+            text="Leave out scan-line scars",
+            value=s["scars"],
+            tooltip="Mark partial scan-line streaks (tip noise) and leave them out of the fit, "
+            "when the image shows them.\nThe marks appear as a Labels layer '<image> scars': "
+            "paint or erase it, and the next run uses it as it is.",
+        )
+        self.lattice = CheckBox(
+            text="Remove the atomic lattice (when found)",
+            value=s["lattice"],
+            tooltip="Find an atomic lattice from the Bragg peaks of the image's Fourier "
+            "transform and remove it before the search, so motifs are the departures from it "
+            "(vacancies, dopants, adsorbates).\nThe lattice removed is shown as a hidden layer "
+            "'<image> lattice'.",
+        )
         self.container = Container(
             widgets=[
                 self.image,
@@ -102,6 +117,8 @@ class InputsPanel(QWidget):
                 self.mask,
                 self.mask_mode,
                 self.flatten,
+                self.scars,
+                self.lattice,
             ],
             labels=True,
         )
@@ -161,6 +178,7 @@ class InputsPanel(QWidget):
                 # the FeSe test scan gave motifs that were mostly the tilt.
                 if picked:
                     self.flatten.value = True
+                    self.scars.value = True
                 if self.flatten.value:
                     msg += " (STM scan: flattening on)"
             measured = (layer.metadata or {}).get("measured_points")

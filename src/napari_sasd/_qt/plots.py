@@ -53,6 +53,26 @@ class ResultPlots(QTabWidget):
         n = len(activations)
         self.histogram.set_peaks(peaks.amplitude, peaks.motif, thresholds, n, self._colors(n))
 
+    def show_significance(
+        self,
+        significance: np.ndarray,
+        motif: np.ndarray,
+        threshold: float,
+        n_motifs: int,
+        counted: int | None = None,
+    ) -> None:
+        """Every candidate copy's significance (computed in the worker), per
+        motif, split at the slider's ``threshold``; ``counted`` defects."""
+        self.histogram.set_peaks(
+            significance,
+            motif,
+            [float(threshold)],
+            n_motifs,
+            self._colors(n_motifs),
+            xlabel="copy significance (× local noise)",
+            counted=counted,
+        )
+
     def show_cube(
         self,
         kernels: np.ndarray | None,
@@ -82,7 +102,7 @@ class ResultPlots(QTabWidget):
     def update_defects(self, defects: Defects | None, thresholds=None) -> None:
         """The threshold changed: move the histogram's lines, recompute the spectra."""
         if thresholds is not None:
-            self.histogram.set_thresholds(thresholds)
+            self.histogram.set_thresholds(thresholds, None if defects is None else len(defects))
         if self._kernels is None or defects is None:
             return
         values, label, unit = self._sweep or (None, "channel", "")
