@@ -227,15 +227,19 @@ def locate_vs_solve(args: argparse.Namespace) -> None:
         seeds = args.seeds if size <= 512 else args.seeds[:1]
         for seed in seeds:
             img, truth = render((size, size), seed, 0.05)
-            t0 = time.perf_counter()
-            res = napari_sasd.solve(img, K, 2)
-            ts = time.perf_counter() - t0
-            tl = []
-            for _ in range(args.repeats):
+            # Interleaved, the fastest of each kept (timeit's rule, for both
+            # alike: the runs are deterministic, only their time varies with
+            # the machine's load). One solve above 1024^2.
+            ts_all, tl = [], []
+            for r in range(args.repeats):
+                if r == 0 or size <= 1024:
+                    t0 = time.perf_counter()
+                    res = napari_sasd.solve(img, K, 2)
+                    ts_all.append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
                 loc = napari_sasd.locate(img, res.kernels)
                 tl.append(time.perf_counter() - t0)
-            t_loc = min(tl)
+            ts, t_loc = min(ts_all), min(tl)
             fs, fl = find_defects(res.activations), find_defects(loc.activations)
             p_own, r_own = agreement(fl, fs, 2)
             _, assign = match_motifs(res.kernels, KINDS)
@@ -338,7 +342,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--solve-scans", type=int, default=200)
     ap.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--repeats", type=int, default=3, help="locate timings (fastest kept)")
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="timings of solve and locate (fastest kept)"
+    )
     ap.add_argument("--large", type=int, default=8192)
     ap.add_argument("--skip", nargs="*", default=[], choices=("survey", "sizes", "tiled"))
     args = ap.parse_args(argv)
