@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label, SpinBox
+from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label, PushButton, SpinBox
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from ..settings import LIMITS
@@ -30,6 +30,16 @@ class ParametersPanel(QWidget):
             tooltip="Height and width of a motif in pixels: a bit larger than one defect "
             "signature, including its halo.",
         )
+        self.suggest = PushButton(
+            text="Suggest",
+            tooltip="Suggest a motif size from the region: the scale at which its strongest "
+            "blobs answer a Laplacian of Gaussian, times the halo (computed in the background).",
+        )
+        # The size box and its Suggest button on one labelled row.
+        self.k_row = Container(
+            widgets=[self.k, self.suggest], layout="horizontal", labels=False, label=self.k.label
+        )
+        self.k_row.margins = (0, 0, 0, 0)
         self.n = SpinBox(
             label="Number of motifs",
             min=LIMITS["n_motifs"][0],
@@ -93,7 +103,7 @@ class ParametersPanel(QWidget):
         )
         self.container = Container(
             widgets=[
-                self.k,
+                self.k_row,
                 self.n,
                 self.auto_lam,
                 self.lam,
