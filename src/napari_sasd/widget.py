@@ -364,7 +364,12 @@ class SasdWidget(QWidget):
             }  # fmt: skip
             return img, kwargs, ctx
         # Learn: the whole analysis (flatten, scars, lattice, solve, detection)
-        # runs in the worker thread (dock_run.iter_dock_analysis).
+        # runs in the worker thread (dock_run.iter_dock_analysis). The
+        # solver's input checks run here first, so bad input is refused
+        # before any work starts (tens of ms on 1024^2).
+        from .validation import prepare as check_inputs
+
+        check_inputs(img, k, n, common["lam"], common["channel_axis"], mask, None)
         kwargs = {
             "solve": iter_dock_analysis,
             "kernel_size": k,
@@ -373,7 +378,9 @@ class SasdWidget(QWidget):
             "max_iter": v["max_iter"] or None,
             "flatten": v["flatten"],
             "scars": "off" if scars_layer is not None or not v["scars"] else "auto",
-            "lattice": "auto" if v["lattice"] else "off",
+            # Below 16 px a side no lattice can be told from the Fourier
+            # transform (lattice.py refuses): nothing to remove.
+            "lattice": "auto" if v["lattice"] and min(y1 - y0, x1 - x0) >= 16 else "off",
             **common,
             **detect,
         }
