@@ -802,18 +802,27 @@ class SasdWidget(QWidget):
             a, defects=self.current_defects(), significance=z, settings=settings
         )
 
-    def _notes(self) -> list[str] | None:
-        if self.analysis is None:
-            return None
-        return ["; ".join(FLAG_TEXT[f] for f in fl) for fl in self.analysis.analysis.flags]
-
     def _refresh_gallery(self, defects=None) -> None:
         if self.result is None or self.analysis is None:
             return
-        defects = defects or self.current_defects()
-        self.gallery.set_motifs(
-            self.result.kernels, defects.counts(self.result.n_motifs), self._notes()
-        )
+        defects = defects if defects is not None else self.current_defects()
+        flags = self.analysis.analysis.flags
+        keep = bool(self._keep_artefacts.value)
+        n = self.result.n_motifs
+        counts = defects.counts(n)
+        if any(flags) and not keep:
+            # A flagged motif's copies are not counted, but how many it has
+            # tells the user what it is (hundreds along the streaks...).
+            every = self.analysis.candidates.select(float(self._threshold.value), flags, True)
+            counts = np.where([bool(f) for f in flags], every.counts(n), counts)
+        # The first flag under the thumbnail (short enough for the dock),
+        # every flag's sentence in its tooltip.
+        notes = [
+            "" if not fl else ("" if keep else "not counted: ") + FLAG_TEXT[_main_flag(fl)]
+            for fl in flags
+        ]
+        tips = ["; ".join(FLAG_TEXT[f] for f in fl) for fl in flags]
+        self.gallery.set_motifs(self.result.kernels, counts, notes, tips)
 
     def _thresholds(self, dock: DockAnalysis | None = None) -> dict[str, Any]:
         # The slider is a significance; the bundle and the metadata also want
@@ -926,6 +935,15 @@ class SasdWidget(QWidget):
         super().closeEvent(event)
 
 
+#: Which flag says most about a motif, first: a streak or the lattice is
+#: what the user can act on (scars, lattice boxes); texture and density follow.
+_FLAG_ORDER = ("scan lines", "periodic", "dense", "texture")
+
+
+def _main_flag(flags: list[str]) -> str:
+    return min(flags, key=lambda f: _FLAG_ORDER.index(f) if f in _FLAG_ORDER else 99)
+
+
 def _digest(a: np.ndarray | None) -> str | None:
     """A short fingerprint of the data or of a scar mask (the run key: pixels
     or marks edited -> new data)."""
@@ -985,11 +1003,10 @@ def _done_message(
     if settings.get("lattice_found") and periods:
         msg += " Lattice removed: periods " + ", ".join(f"{p:.2f}" for p in periods) + " px."
     bad = [str(i + 1) for i, f in enumerate(flags or []) if f]
-    if bad:
-        msg += (
-            f" Motif{'s' * (len(bad) > 1)} {', '.join(bad)} look{'s' * (len(bad) == 1)} "
-            "like artefacts (see the gallery)."
-        )
+    if len(bad) == 1:
+        msg += f" Motif {bad[0]} looks like an artefact, not a defect (see the gallery)."
+    elif bad:
+        msg += f" Motifs {', '.join(bad)} look like artefacts, not defects (see the gallery)."
     return msg
 
 

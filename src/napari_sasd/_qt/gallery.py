@@ -27,10 +27,11 @@ class MotifGallery(QWidget):
         kernels: np.ndarray,
         counts: np.ndarray | None = None,
         notes: list[str] | None = None,
+        tooltips: list[str] | None = None,
     ) -> None:
         """Show ``kernels`` ``(N, kh, kw)`` or ``(N, C, kh, kw)``; ``counts``
         per motif; ``notes`` per motif (its artefact flags' text, "" for a
-        defect), shown under it."""
+        defect), shown under it; ``tooltips`` per motif (hover text)."""
         n = len(kernels)
         while len(self.images) > n:
             for w in (self.images.pop(), self.captions.pop()):
@@ -60,6 +61,9 @@ class MotifGallery(QWidget):
             if note:
                 text += f"\n{note}"
             self.captions[i].setText(text)
+            tip = tooltips[i] if tooltips is not None and i < len(tooltips) else ""
+            self.captions[i].setToolTip(tip)
+            self.images[i].setToolTip(tip)
             # Flagged motifs' copies are not counted: say it with the colour too.
             self.captions[i].setStyleSheet("color: #d08770;" if note else "")
 
