@@ -181,3 +181,42 @@ def test_lattice_is_removed_and_shown_hidden(viewer_widget, run_and_wait):
     assert all(abs(p - 2.5 * np.sqrt(3)) < 0.2 for p in periods), periods
     flat = widget.analysis.analysis.data
     assert flat.var() < 0.5 * (flat + lat.data).var()
+
+
+def test_dock_bundle_records_what_the_command_line_records(
+    viewer_widget, run_and_wait, streaky, tmp_path
+):
+    import tifffile
+
+    from napari_sasd.bundle import load_bundle
+    from napari_sasd.cli import main
+
+    img, _ = streaky
+    tif = tmp_path / "scan.tif"
+    tifffile.imwrite(tif, img.astype(np.float32))
+    assert main(["solve", str(tif), "-k", str(K), "-n", "2", "--max-iter", "60",
+                 "--progress", "never", "--out", str(tmp_path / "cli")]) == 0  # fmt: skip
+    cli = load_bundle(tmp_path / "cli" / "scan.sasd").record
+
+    viewer, widget = viewer_widget
+    viewer.add_image(img, name="scan")
+    _setup(widget, max_iter=60)
+    widget._flatten.value = True  # as the command line does by default
+    assert run_and_wait(widget) == "done"
+    widget._threshold.value = 6.0  # the record follows the slider
+    out = widget._on_save(path=str(tmp_path / "dock"))
+    b = load_bundle(out)
+    dock = b.record
+    # Every entry of the analysis's record is in both, with the same meaning.
+    from napari_sasd.pipeline import analysis_record
+
+    keys = set(analysis_record(widget.analysis.analysis)) | {"threshold", "flatten"}
+    assert keys <= set(cli) and keys <= set(dock), (keys - set(cli), keys - set(dock))
+    assert dock["flatten"] == cli["flatten"] == "both"
+    assert dock["significance"] == 6.0 and cli["significance"] == 4.0
+    noise = widget.analysis.analysis.copies.noise
+    assert dock["noise_per_motif"] == pytest.approx(noise.tolist())
+    assert dock["threshold"] == pytest.approx((6.0 * noise).tolist())
+    assert dock["motif_flags"] == widget.analysis.analysis.flags
+    assert dock["scars"] == "auto" and "scar_fraction" in dock
+    assert len(b.defects) == len(viewer.layers["scan defects"].data)
