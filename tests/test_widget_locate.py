@@ -64,3 +64,27 @@ def test_motifs_from_a_bundle(viewer_widget, run_and_wait, tmp_path):
     assert widget.result.params["mode"] == "locate"
     np.testing.assert_allclose(widget.result.kernels, res.kernels, atol=1e-6)
     assert len(viewer.layers["scan defects"].data) > 50
+
+
+def test_learnt_motifs_are_catalogued_against_the_chosen_library(
+    viewer_widget, run_and_wait, tmp_path
+):
+    from napari_sasd.bundle import load_bundle
+    from napari_sasd.library import make_library
+
+    viewer, widget = viewer_widget
+    kinds = make_synthetic((64, 64), K, 2, seed=1).kernels
+    import napari_sasd
+
+    bundle = save_bundle(tmp_path / "first", napari_sasd.solve(_scan(kinds, 6), K, 2))
+    lib = make_library([(bundle, [0])], names=["Se vacancy"]).save(tmp_path / "kinds")
+    viewer.add_image(_scan(kinds, 7), name="scan")
+    widget._k.value, widget._n.value = K, 2
+    widget.motifs.path.value = str(lib)  # chosen, but the motifs are learnt
+    assert run_and_wait(widget) == "done"
+    texts = [e["text"] for e in widget.catalogue()]
+    assert sorted(t.split(" (")[0] for t in texts) == ["new", "same as 'Se vacancy'"], texts
+    captions = " ".join(c.text() for c in widget.gallery.captions)
+    assert "same as 'Se vacancy'" in captions and "new" in captions
+    out = widget._on_save(path=str(tmp_path / "scan.sasd"))
+    assert load_bundle(out).record["catalogue"] == widget.catalogue()

@@ -136,6 +136,7 @@ class SasdWidget(QWidget):
         self._locate_with: np.ndarray | None = None
         self._locate_queue: list = []
         self._located = 0
+        self._catalogue: tuple[tuple[int, str], list | None] | None = None
         # Short names for the controls (tests and settings use them).
         i, p = self.inputs, self.parameters
         self._image, self._info, self._stack = i.image, i.info, i.stack
@@ -802,6 +803,28 @@ class SasdWidget(QWidget):
             a, defects=self.current_defects(), significance=z, settings=settings
         )
 
+    def catalogue(self) -> list[dict[str, Any]] | None:
+        """The last result's motifs against the library chosen in the Motifs
+        panel ("same as 'Se vacancy' (0.96)" or "new"; issue 15), when one is
+        chosen and the motifs were learnt (not located from it)."""
+        from pathlib import Path
+
+        if self.result is None or self.result.params.get("mode") == "locate":
+            return None
+        path = str(self.motifs.path.value or "")
+        if not path or not (Path(path) / "library.json").is_file():
+            return None
+        key = (id(self.result), path)
+        if self._catalogue is None or self._catalogue[0] != key:
+            from .library import LibraryError, catalogue, load_library
+
+            try:
+                entries = catalogue(self.result.kernels, load_library(path))
+            except LibraryError:
+                entries = None
+            self._catalogue = (key, entries)
+        return self._catalogue[1]
+
     def _refresh_gallery(self, defects=None) -> None:
         if self.result is None or self.analysis is None:
             return
@@ -822,6 +845,11 @@ class SasdWidget(QWidget):
             for fl in flags
         ]
         tips = ["; ".join(FLAG_TEXT[f] for f in fl) for fl in flags]
+        cat = self.catalogue()
+        if cat:
+            # Known or new, against the library chosen in the Motifs panel.
+            pairs = zip(notes, cat, strict=False)
+            notes = ["; ".join(t for t in (note, e["text"]) if t) for note, e in pairs]
         self.gallery.set_motifs(self.result.kernels, counts, notes, tips)
 
     def _thresholds(self, dock: DockAnalysis | None = None) -> dict[str, Any]:
@@ -891,6 +919,8 @@ class SasdWidget(QWidget):
                 extra["sweep"] = sweep_record(sw.energies, sw.label, sw.unit)
             if getattr(layer, "units", None) is not None:
                 extra["space_units"] = str(layer.units[-1])  # e.g. "nanometer", "pixel"
+            if self.catalogue():
+                extra["catalogue"] = self.catalogue()
             pictures = bundle_pictures(
                 ctx.image,
                 defects,
