@@ -33,6 +33,7 @@ __all__ = [
     "CopyMaps",
     "copy_maps",
     "detect_copies",
+    "merge_motifs",
 ]
 
 #: Default significance: a copy's amplitude in units of the matched filter's
@@ -179,15 +180,34 @@ def detect_copies(
     found = Defects(found.positions[ok], found.motif[ok], found.amplitude[ok])
     if not merge or len(found) < 2 or len(maps.maps) < 2:
         return found
-    z = maps.significance(found)
-    order = np.argsort(-z, kind="stable")
-    tree = cKDTree(found.positions)
-    drop = np.zeros(len(found), bool)
-    for i in order:
+    return merge_motifs(found, maps.significance(found), maps.radius)
+
+
+def merge_motifs(defects: Defects, significance: np.ndarray, radius: float) -> Defects:
+    """One defect explained by copies of two motifs keeps its most significant copy.
+
+    Parameters
+    ----------
+    defects : Defects
+        Copies of all motifs.
+    significance : ndarray
+        ``(M,)``, each copy's significance (:meth:`CopyMaps.significance`).
+    radius : float
+        Copies of different motifs closer than this are one defect.
+
+    Returns
+    -------
+    Defects
+    """
+    if len(defects) < 2:
+        return defects
+    tree = cKDTree(defects.positions)
+    drop = np.zeros(len(defects), bool)
+    for i in np.argsort(-np.asarray(significance), kind="stable"):
         if drop[i]:
             continue
-        for j in tree.query_ball_point(found.positions[i], maps.radius):
-            if j != i and found.motif[j] != found.motif[i]:
+        for j in tree.query_ball_point(defects.positions[i], radius):
+            if j != i and defects.motif[j] != defects.motif[i]:
                 drop[j] = True
     keep = ~drop
-    return Defects(found.positions[keep], found.motif[keep], found.amplitude[keep])
+    return Defects(defects.positions[keep], defects.motif[keep], defects.amplitude[keep])

@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.spatial import cKDTree
 
-from .detection import CopyMaps, copy_maps, detect_copies
+from .detection import CopyMaps, copy_maps, detect_copies, merge_motifs
 from .flags import motif_flags
 from .peaks import Defects
-from .pipeline import Analysis, _select, iter_analyse
+from .pipeline import Analysis, iter_analyse, without_artefacts
 from .result import SolveProgress, SolveResult
 
 __all__ = ["Candidates", "DockAnalysis", "iter_dock_analysis", "iter_dock_locate"]
@@ -60,20 +59,11 @@ class Candidates:
         ok = z > significance
         found = Defects(d.positions[ok], d.motif[ok], d.amplitude[ok])
         zk = z[ok]
-        if len(found) >= 2 and self.n_motifs >= 2:
-            # detect_copies' merge: one defect explained by two motifs keeps
-            # its most significant copy.
-            tree = cKDTree(found.positions)
-            drop = np.zeros(len(found), bool)
-            for i in np.argsort(-zk, kind="stable"):
-                if drop[i]:
-                    continue
-                for j in tree.query_ball_point(found.positions[i], self.radius):
-                    if j != i and found.motif[j] != found.motif[i]:
-                        drop[j] = True
-            keep = ~drop
-            found = Defects(found.positions[keep], found.motif[keep], found.amplitude[keep])
-        return _select(found, flags or [[] for _ in range(self.n_motifs)], bool(keep_artefacts))
+        if self.n_motifs >= 2:
+            found = merge_motifs(found, zk, self.radius)
+        return without_artefacts(
+            found, flags or [[] for _ in range(self.n_motifs)], bool(keep_artefacts)
+        )
 
 
 @dataclass
@@ -139,7 +129,8 @@ def iter_dock_locate(
     settings = dict(info or {})
     settings.update(significance=float(significance), keep_artefacts=bool(keep_artefacts))
     analysis = Analysis(
-        result=result, defects=_select(every, flags, bool(keep_artefacts)), copies=copies,
+        result=result, defects=without_artefacts(every, flags, bool(keep_artefacts)),
+        copies=copies,
         significance=float(significance), data=data, scars=scars, lattice=lattice, flags=flags,
         settings=settings,
     )  # fmt: skip

@@ -31,7 +31,7 @@ from .result import SolveProgress, SolveResult
 from .scars import ScarOptions, has_scars, mark_scars
 from .solver import iter_solve
 
-__all__ = ["Analysis", "analyse", "analysis_record", "iter_analyse"]
+__all__ = ["Analysis", "analyse", "analysis_record", "iter_analyse", "without_artefacts"]
 
 Auto = Literal["auto", "on", "off"]
 
@@ -84,10 +84,13 @@ class Analysis:
             if keep_artefacts is None
             else keep_artefacts
         )
-        return _select(detect_copies(self.copies, significance), self.flags, keep)
+        return without_artefacts(detect_copies(self.copies, significance), self.flags, keep)
 
 
-def _select(defects: Defects, flags: list[list[str]], keep_artefacts: bool) -> Defects:
+def without_artefacts(
+    defects: Defects, flags: list[list[str]], keep_artefacts: bool = False
+) -> Defects:
+    """The defects of the motifs with no artefact flag (all with ``keep_artefacts``)."""
     if keep_artefacts or not any(flags):
         return defects
     ok = np.array([not flags[m] for m in defects.motif], bool).reshape(-1)
@@ -187,7 +190,7 @@ def _finish(gen, data, obs, scar_mask, lat, info, significance, keep_artefacts):
     copies = copy_maps(result.activations, result.kernels, resid, obs)
     all_defects = detect_copies(copies, significance)
     flags = motif_flags(result.kernels, all_defects.counts(result.n_motifs), data.shape[-2:])
-    defects = _select(all_defects, flags, keep_artefacts)
+    defects = without_artefacts(all_defects, flags, keep_artefacts)
     info.update(significance=float(significance), keep_artefacts=bool(keep_artefacts))
     return Analysis(
         result=result, defects=defects, copies=copies, significance=float(significance), data=data,
