@@ -136,6 +136,9 @@ def test_a_streak_motif_is_flagged_in_the_gallery_and_its_copies_not_counted(
     text = widget.gallery.captions[m].text()
     assert "looks like" in text and "looks like" not in widget.gallery.captions[1 - m].text()
     assert "not counted" in text and "looks like" in widget.gallery.captions[m].toolTip()
+    # The flagged motif's caption in the warning colour, the defect's not.
+    assert "color" in widget.gallery.captions[m].styleSheet()
+    assert "color" not in widget.gallery.captions[1 - m].styleSheet()
     assert "look" in widget._status.value and "artefact" in widget._status.value
     pts = viewer.layers["scan defects"]
     motifs = pts.features["motif"].to_numpy()

@@ -850,7 +850,7 @@ class SasdWidget(QWidget):
             # Known or new, against the library chosen in the Motifs panel.
             pairs = zip(notes, cat, strict=False)
             notes = ["; ".join(t for t in (note, e["text"]) if t) for note, e in pairs]
-        self.gallery.set_motifs(self.result.kernels, counts, notes, tips)
+        self.gallery.set_motifs(self.result.kernels, counts, notes, tips, [bool(f) for f in flags])
 
     def _thresholds(self, dock: DockAnalysis | None = None) -> dict[str, Any]:
         # The slider is a significance; the bundle and the metadata also want

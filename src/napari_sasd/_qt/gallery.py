@@ -28,10 +28,12 @@ class MotifGallery(QWidget):
         counts: np.ndarray | None = None,
         notes: list[str] | None = None,
         tooltips: list[str] | None = None,
+        flagged: list[bool] | None = None,
     ) -> None:
         """Show ``kernels`` ``(N, kh, kw)`` or ``(N, C, kh, kw)``; ``counts``
         per motif; ``notes`` per motif (its artefact flags' text, "" for a
-        defect), shown under it; ``tooltips`` per motif (hover text)."""
+        defect), shown under it; ``tooltips`` per motif (hover text);
+        ``flagged`` per motif: looks like an artefact (caption in a warning colour)."""
         n = len(kernels)
         while len(self.images) > n:
             for w in (self.images.pop(), self.captions.pop()):
@@ -65,7 +67,8 @@ class MotifGallery(QWidget):
             self.captions[i].setToolTip(tip)
             self.images[i].setToolTip(tip)
             # Flagged motifs' copies are not counted: say it with the colour too.
-            self.captions[i].setStyleSheet("color: #d08770;" if note else "")
+            bad = flagged is not None and i < len(flagged) and flagged[i]
+            self.captions[i].setStyleSheet("color: #d08770;" if bad else "")
 
 
 def _kernel_pixmap(k: np.ndarray, size: int) -> QPixmap:
