@@ -556,7 +556,13 @@ class SasdWidget(QWidget):
         self._set_enabled(False)
         self.progress.setValue(0)
         again = "kernels" in kwargs
-        self._status.value = "Locating the current motifs…" if again else "Searching…"
+        # A learn run first prepares the data in the worker (flatten, scars,
+        # lattice: seconds on 1024^2) before the first progress snapshot.
+        self._status.value = (
+            "Locating the current motifs…"
+            if again
+            else "Preparing the data (flatten, scars, lattice), then searching…"
+        )
         return True
 
     def cancel(self) -> None:
