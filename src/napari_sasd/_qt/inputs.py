@@ -97,7 +97,7 @@ class InputsPanel(QWidget):
             value=s["scars"],
             tooltip="Mark partial scan-line streaks (tip noise) and leave them out of the fit, "
             "when the image shows them.\nThe marks appear as a Labels layer '<image> scars': "
-            "paint or erase it, and the next run uses it as it is.",
+            "paint or erase it, and the next runs use it as it is (delete it to mark again).",
         )
         self.lattice = CheckBox(
             text="Remove the atomic lattice (when found)",
