@@ -88,3 +88,11 @@ def test_learnt_motifs_are_catalogued_against_the_chosen_library(
     assert "same as 'Se vacancy'" in captions and "new" in captions
     out = widget._on_save(path=str(tmp_path / "scan.sasd"))
     assert load_bundle(out).record["catalogue"] == widget.catalogue()
+    # The user adds the new one: it is known from then on, in the library on disk.
+    from napari_sasd.library import load_library
+
+    assert widget.motifs.add_new.enabled
+    widget.motifs.add_new.clicked.emit(True)
+    assert load_library(lib).names[0] == "Se vacancy" and len(load_library(lib)) == 2
+    assert all(e["match"] is not None for e in widget.catalogue())
+    assert not widget.motifs.add_new.enabled and "Added to kinds.sasdlib" in widget._status.value

@@ -205,6 +205,7 @@ class SasdWidget(QWidget):
             w.changed.connect(lambda *_: save_settings(self._values()))
         self._save.changed.connect(self._on_save)
         self.motifs.locate_all.changed.connect(self.locate_everywhere)
+        self.motifs.add_new.changed.connect(self.add_new_motifs)
         self.viewer.dims.events.current_step.connect(self._on_dims)
         ev = self.viewer.layers.events
         for e in (ev.inserted, ev.removed, ev.reordered, ev.renamed):
@@ -809,6 +810,50 @@ class SasdWidget(QWidget):
             a, defects=self.current_defects(), significance=z, settings=settings
         )
 
+    def add_new_motifs(self, *_: Any) -> list[str]:
+        """Add the last result's motifs that the catalogue calls new to the
+        library chosen in the Motifs panel, named after the image (issue 15).
+
+        Returns
+        -------
+        list of str
+            The names added.
+        """
+        from pathlib import Path
+
+        from .library import LibraryError, load_library
+
+        cat = self.catalogue()
+        if not cat or self.result is None:
+            return []
+        path = str(self.motifs.path.value)
+        src = self.context.source.name if self.context is not None else "image"
+        added: list[str] = []
+        try:
+            lib = load_library(path)
+            for e in cat:
+                if e["match"] is not None:
+                    continue
+                name, i = f"{src} #{e['motif'] + 1}", 2
+                while name in lib.names:
+                    name, i = f"{src} #{e['motif'] + 1} ({i})", i + 1
+                prov = {"source": src, "motif": e["motif"], "lam": self.result.lam}
+                lib.add(
+                    self.result.kernels[e["motif"]], name, {**prov, "from": "napari-sasd dock"}
+                )
+                added.append(name)
+            if added:
+                lib.save(path)
+        except (LibraryError, ValueError) as exc:
+            self._status.value = f"Could not add to the library: {exc}"
+            return []
+        self._catalogue = None  # the added motifs are known now
+        self._refresh_gallery()
+        self._status.value = (
+            f"Added to {Path(path).name}: {', '.join(added)}." if added else "No new motif."
+        )
+        return added
+
     def catalogue(self) -> list[dict[str, Any]] | None:
         """The last result's motifs against the library chosen in the Motifs
         panel ("same as 'Se vacancy' (0.96)" or "new"; issue 15), when one is
@@ -852,6 +897,7 @@ class SasdWidget(QWidget):
         ]
         tips = ["; ".join(FLAG_TEXT[f] for f in fl) for fl in flags]
         cat = self.catalogue()
+        self.motifs.add_new.enabled = bool(cat) and any(e["match"] is None for e in cat or [])
         if cat:
             # Known or new, against the library chosen in the Motifs panel.
             pairs = zip(notes, cat, strict=False)

@@ -1,5 +1,6 @@
 """Where the motifs come from: learnt by a search, or known (a library or a
-bundle), and locating the last result's motifs in every other open image."""
+bundle); locating the last result's motifs in every other open image; adding
+new motifs to the library."""
 
 from __future__ import annotations
 
@@ -35,11 +36,18 @@ class MotifSourcePanel(QWidget):
             tooltip="Locate the last result's motifs in every other open 2-D image, one after "
             "the other (learn once on one scan, locate everywhere).",
         )
+        self.add_new = PushButton(
+            text="Add the new motifs to the library",
+            enabled=False,
+            tooltip="After a search, with a library chosen above: add the motifs it calls new "
+            "to it, named after the image ('scan #2').",
+        )
         self.container = Container(widgets=[self.source, self.path], labels=True)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.container.native)
         lay.addWidget(self.locate_all.native)
+        lay.addWidget(self.add_new.native)
         self.source.changed.connect(lambda v: setattr(self.path, "visible", v == KNOWN))
 
     @property
