@@ -223,3 +223,26 @@ def test_dock_bundle_records_what_the_command_line_records(
     assert dock["motif_flags"] == widget.analysis.analysis.flags
     assert dock["scars"] == "auto" and "scar_fraction" in dock
     assert len(b.defects) == len(viewer.layers["scan defects"].data)
+
+
+def test_changing_only_lambda_relocates_on_the_prepared_data_with_the_scars(
+    viewer_widget, run_and_wait, streaky
+):
+    img, _ = streaky
+    viewer, widget = viewer_widget
+    viewer.add_image(img, name="scan")
+    _setup(widget)
+    assert run_and_wait(widget) == "done"
+    marks = viewer.layers["scan scars"].data > 0
+    assert marks.any()
+    prepared = widget.analysis.analysis.data
+    widget._auto_lam.value = False
+    widget._lam.value = widget.result.lam * 1.5
+    assert run_and_wait(widget) == "done"
+    kw = widget.runner.solve_kwargs
+    # The scars layer the first run made is the same marks: a re-locate, no new search,
+    # on the data the first run prepared, with the marks left out.
+    assert "kernels" in kw and widget.result.params["mode"] == "locate"
+    assert widget.runner.image is prepared
+    np.testing.assert_array_equal(kw["mask"], ~marks)
+    assert widget.analysis.analysis.scars is not None
