@@ -764,7 +764,10 @@ class SasdWidget(QWidget):
                 self._status.value = _done_message(
                     r, self.current_defects(), ctx.started,
                     a.settings if a is not None else None, a.flags if a is not None else None,
-                    user_scars=ctx.scars_layer is not None,
+                    user_scars=ctx.scars is not None and bool(ctx.scars.any()),
+                    scars_left_out=(
+                        ctx.scars_layer is None and a is not None and a.scars is not None
+                    ),
                 )  # fmt: skip
                 conv = "converged" if r.converged else "stopped at the iteration budget"
                 self._status.native.setToolTip(f"{r.n_iter} iterations, {conv}.")
@@ -1061,6 +1064,7 @@ def _done_message(
     settings: dict[str, Any] | None = None,
     flags: list[list[str]] | None = None,
     user_scars: bool = False,
+    scars_left_out: bool = False,
 ) -> str:
     """What a finished run found, in the user's terms: the defects, then what
     was left out or removed before the search and which motifs are artefacts."""
@@ -1076,11 +1080,9 @@ def _done_message(
     settings = settings or {}
     if user_scars:
         msg += " Scars: your marks in the scars layer were left out."
-    elif settings.get("scar_fraction") is not None and settings.get("scars") != "off":
-        frac = 100 * float(settings["scar_fraction"])
-        msg += f" Scars: {frac:.1f} % of the pixels marked" + (
-            " and left out." if frac >= 0.2 else " (too few to leave out)."
-        )
+    elif scars_left_out:
+        frac = 100 * float(settings.get("scar_fraction", 0.0))
+        msg += f" Scars: {frac:.1f} % of the pixels marked and left out (layer 'scars')."
     periods = settings.get("lattice_periods_px")
     if settings.get("lattice_found") and periods:
         msg += " Lattice removed: periods " + ", ".join(f"{p:.2f}" for p in periods) + " px."
