@@ -20,14 +20,17 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import CheckBox, Container, FloatSlider, Label, PushButton
 from qtpy.QtCore import QTimer, Signal
-from qtpy.QtWidgets import QFileDialog, QProgressBar, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QProgressBar, QVBoxLayout, QWidget
 
 from ._qt.gallery import MotifGallery
 from ._qt.inputs import InputsPanel
 from ._qt.inputs import camera as _camera  # noqa: F401 (kept importable from here)
+from ._qt.library_actions import LibraryActions
 from ._qt.motifs import MotifSourcePanel
 from ._qt.parameters import ParametersPanel
 from ._qt.plots import ResultPlots
+from ._qt.save_action import SaveAction
+from ._qt.suggest_action import SuggestAction
 from .dock_run import DockAnalysis, iter_dock_analysis, iter_dock_locate
 from .flags import FLAG_TEXT
 from .flatten import flatten
@@ -35,7 +38,6 @@ from .layers import (
     META_KEY,
     defects_layer_data,
     iter_apply_layer_data,
-    motif_color,
     plane_transform,
     prepared_layer_data,
     region_geometry,
@@ -93,7 +95,7 @@ def layer_sweep(layer) -> tuple[np.ndarray, str, str]:
     return values, label, {"volt": "V", "millivolt": "mV"}.get(unit, unit)
 
 
-class SasdWidget(QWidget):
+class SasdWidget(LibraryActions, SaveAction, SuggestAction, QWidget):
     """Dock widget: find repeated motifs (point defects) in an image layer.
 
     Parameters
@@ -404,117 +406,7 @@ class SasdWidget(QWidget):
                 return lay
         return None
 
-    def _known_motifs(self) -> np.ndarray | None:
-        """Motifs to locate rather than learn: those being located in all
-        images, or the chosen library's or bundle's; None to learn."""
-        if self._locate_with is not None:
-            return self._locate_with
-        if not self.motifs.known:
-            return None
-        from .library import LibraryError, load_motifs
-
-        path = str(self.motifs.path.value or "")
-        if not path or path == ".":
-            raise ValueError("Choose a motif library (.sasdlib) or a result bundle (.sasd).")
-        try:
-            return load_motifs(path)[0]
-        except LibraryError as exc:
-            raise ValueError(str(exc)) from None
-
-    def locate_everywhere(self, *_: Any) -> int:
-        """Locate the last result's motifs in every other open 2-D image, one
-        after the other (each as a run: results, thresholds, saving as usual).
-
-        Returns
-        -------
-        int
-            The number of images queued; ``all_located`` is emitted at the end.
-        """
-        from napari.layers import Image
-
-        if self.result is None or (self.runner is not None and self.runner.running):
-            return 0
-        src = self.context.source if self.context is not None else None
-        targets = [
-            layer
-            for layer in self.viewer.layers
-            if isinstance(layer, Image) and layer is not src and layer.ndim == 2
-            and not layer.rgb and META_KEY not in layer.metadata
-        ]  # fmt: skip
-        if not targets:
-            self._status.value = "No other 2-D image is open to locate the motifs in."
-            return 0
-        self._locate_with = np.array(self.result.kernels, copy=True)
-        self._locate_queue, self._located = targets, 0
-        self._next_located()
-        return len(targets)
-
-    def _next_located(self) -> None:
-        while self._locate_queue:
-            layer = self._locate_queue.pop(0)
-            if layer not in self.viewer.layers:
-                continue
-            self._image.value = layer
-            if self.run():
-                return
-        self._locate_with = None
-        self.all_located.emit(self._located)
-
     # --- motif size ------------------------------------------------------------------
-    def suggest_size(self, *_: Any) -> bool:
-        """Suggest the motif size from the chosen region, in a worker thread
-        (seconds on 1024^2); the size box is set and ``size_suggested`` emitted.
-
-        Returns
-        -------
-        bool
-            False when there is nothing to suggest from (said in the status).
-        """
-        if self._suggest_worker is not None:
-            return False
-        layer = self._image.value
-        if layer is None or layer.rgb or layer.ndim not in (2, 3):
-            self._status.value = "Pick a 2-D image or a 3-D stack to suggest a motif size."
-            return False
-        y0, x0, y1, x1 = self.region_for(layer)
-        data = layer.data[0] if layer.multiscale else layer.data
-        if layer.ndim == 3 and self._stack.value != "cube":
-            data = data[self._plane_index(layer)[0]]
-        # A view of the region: the copy and the numerics happen in the worker.
-        img = data[..., y0:y1, x0:x1]
-        mask = self._mask_for(layer, (y0, x0, y1, x1))
-        from napari.qt.threading import create_worker
-
-        worker = create_worker(
-            _suggest, img, mask, bool(self._flatten.value), _start_thread=False,
-            _ignore_errors=True,
-        )  # fmt: skip
-        worker.returned.connect(self._on_suggested)
-        worker.errored.connect(self._on_suggest_failed)
-        worker.finished.connect(self._on_suggest_finished)
-        self._suggest_worker = worker
-        self.parameters.suggest.enabled = False
-        self._status.value = "Suggesting a motif size…"
-        worker.start()
-        return True
-
-    def _on_suggested(self, k: int) -> None:
-        lo, hi = self._k.min, self._k.max
-        k = int(min(max(k, lo), hi))
-        self._k.value = k
-        self._status.value = (
-            f"Suggested motif size: {k} px (the region's dominant blob scale with its halo)."
-        )
-        save_settings(self._values())
-        self.size_suggested.emit(k)
-
-    def _on_suggest_failed(self, exc: Exception) -> None:
-        self._status.value = f"No motif size suggested: {exc}"
-        self.size_suggested.emit(0)
-
-    def _on_suggest_finished(self) -> None:
-        self._suggest_worker = None
-        self.parameters.suggest.enabled = True
 
     def _on_run_clicked(self, *_: Any) -> None:
         if self.runner is not None and self.runner.running:
@@ -813,72 +705,6 @@ class SasdWidget(QWidget):
             a, defects=self.current_defects(), significance=z, settings=settings
         )
 
-    def add_new_motifs(self, *_: Any) -> list[str]:
-        """Add the last result's motifs that the catalogue calls new to the
-        library chosen in the Motifs panel, named after the image (issue 15).
-
-        Returns
-        -------
-        list of str
-            The names added.
-        """
-        from pathlib import Path
-
-        from .library import LibraryError, load_library
-
-        cat = self.catalogue()
-        if not cat or self.result is None:
-            return []
-        path = str(self.motifs.path.value)
-        src = self.context.source.name if self.context is not None else "image"
-        added: list[str] = []
-        try:
-            lib = load_library(path)
-            for e in cat:
-                if e["match"] is not None:
-                    continue
-                name, i = f"{src} #{e['motif'] + 1}", 2
-                while name in lib.names:
-                    name, i = f"{src} #{e['motif'] + 1} ({i})", i + 1
-                prov = {"source": src, "motif": e["motif"], "lam": self.result.lam}
-                lib.add(
-                    self.result.kernels[e["motif"]], name, {**prov, "from": "napari-sasd dock"}
-                )
-                added.append(name)
-            if added:
-                lib.save(path)
-        except (LibraryError, ValueError) as exc:
-            self._status.value = f"Could not add to the library: {exc}"
-            return []
-        self._catalogue = None  # the added motifs are known now
-        self._refresh_gallery()
-        self._status.value = (
-            f"Added to {Path(path).name}: {', '.join(added)}." if added else "No new motif."
-        )
-        return added
-
-    def catalogue(self) -> list[dict[str, Any]] | None:
-        """The last result's motifs against the library chosen in the Motifs
-        panel ("same as 'Se vacancy' (0.96)" or "new"; issue 15), when one is
-        chosen and the motifs were learnt (not located from it)."""
-        from pathlib import Path
-
-        if self.result is None or self.result.params.get("mode") == "locate":
-            return None
-        path = str(self.motifs.path.value or "")
-        if not path or not (Path(path) / "library.json").is_file():
-            return None
-        key = (id(self.result), path)
-        if self._catalogue is None or self._catalogue[0] != key:
-            from .library import LibraryError, catalogue, load_library
-
-            try:
-                entries = catalogue(self.result.kernels, load_library(path))
-            except LibraryError:
-                entries = None
-            self._catalogue = (key, entries)
-        return self._catalogue[1]
-
     def _refresh_gallery(self, defects=None) -> None:
         if self.result is None or self.analysis is None:
             return
@@ -945,74 +771,6 @@ class SasdWidget(QWidget):
         update_points(self._points, data, kwargs)
 
     # --- save --------------------------------------------------------------------
-    def _on_save(self, *_: Any, path: str | None = None) -> str | None:
-        from napari.utils.notifications import show_error, show_info
-
-        if self.result is None or self.context is None:
-            return None
-        if path is None:
-            path, _ = QFileDialog.getSaveFileName(
-                self, "Save napari-sasd bundle", f"{self.context.source.name}.sasd"
-            )
-            if not path:
-                return None
-        try:
-            from .bundle import save_bundle
-            from .nanonis import sweep_record
-            from .pipeline import analysis_record
-            from .quicklook import bundle_pictures
-
-            layer, ctx = self.context.source, self.context
-            thresholds = self._thresholds()
-            cube = self.result.kernels.ndim == 4
-            nd = 3 if cube else 2
-            defects = self.current_defects()
-            colors = [motif_color(n) for n in range(self.result.n_motifs)]
-            extra: dict[str, Any] = {}
-            if cube and self.spectra is not None:
-                sw = self.spectra
-                extra["sweep"] = sweep_record(sw.energies, sw.label, sw.unit)
-            if getattr(layer, "units", None) is not None:
-                extra["space_units"] = str(layer.units[-1])  # e.g. "nanometer", "pixel"
-            if self.catalogue():
-                extra["catalogue"] = self.catalogue()
-            pictures = bundle_pictures(
-                ctx.image,
-                defects,
-                self.result.kernels,
-                colors=colors,
-                spectra=self.spectra if cube else None,
-                title=layer.name,
-            )
-            out = save_bundle(
-                path,
-                self.result,
-                defects=defects,
-                source=layer.name,
-                source_path=getattr(layer.source, "path", None),
-                region=ctx.region,
-                scale=tuple(float(v) for v in layer.scale[-nd:]),
-                translate=tuple(float(v) for v in layer.translate[-nd:]),
-                colors=colors,
-                threshold=thresholds["threshold"],
-                extra={
-                    # What the command line records (cli.solve_file), so the
-                    # bundles of both agree: steps, significance, noise, flags.
-                    "flatten": "both" if self.context.key[5] else "none",
-                    "threshold_relative": thresholds["threshold_relative"],
-                    "threshold_per_motif": False,
-                    "command": "napari-sasd dock",
-                    **analysis_record(self.current_analysis()),
-                    **plane_transform(layer),
-                    **extra,
-                },
-                extra_files=pictures,
-            )
-        except Exception as exc:
-            show_error(f"napari-sasd: could not save the bundle: {exc}")
-            return None
-        show_info(f"napari-sasd: saved {out or path}")
-        return str(out or path)
 
     def closeEvent(self, event) -> None:
         """Cancel a running search when the dock widget is closed."""
@@ -1092,16 +850,6 @@ def _done_message(
     elif bad:
         msg += f" Motifs {', '.join(bad)} look like artefacts, not defects (see the gallery)."
     return msg
-
-
-def _suggest(img, mask: np.ndarray | None, flat: bool) -> int:
-    """Worker thread: the region flattened as a run would, then its motif size."""
-    from .ksize import suggest_kernel_size
-
-    z = np.asarray(img, dtype=np.float64)
-    if flat:
-        z = flatten(z, plane=True, lines=True, mask=mask)
-    return suggest_kernel_size(z, mask)
 
 
 def _warm_imports() -> None:
