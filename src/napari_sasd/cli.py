@@ -23,6 +23,7 @@ import numpy as np
 
 from ._version import __version__
 from .batch import interrupt_once, run_batch, unique_names
+from .cli_args import fraction_arg, kernel_size_arg, lam_arg, positive_int_arg, roi_arg
 from .cli_locate import (
     LocateSpec,
     add_cluster_options,
@@ -85,63 +86,6 @@ class UsageError(Exception):
     """Bad command-line value (exit status 2)."""
 
 
-def _kernel_size(text: str) -> tuple[int, int] | None:
-    if text.strip().lower() == "auto":
-        return None  # suggested per image (napari_sasd.ksize)
-    parts = text.lower().replace("*", "x").split("x")
-    try:
-        vals = [int(p) for p in parts]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected K, KHxKW or 'auto', got {text!r}") from None
-    if len(vals) == 1:
-        vals = vals * 2
-    if len(vals) != 2 or min(vals) < 2:
-        raise argparse.ArgumentTypeError(f"expected K or KHxKW with sizes >= 2, got {text!r}")
-    return vals[0], vals[1]
-
-
-def _lam(text: str) -> float | None:
-    if text.lower() == "auto":
-        return None
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"lambda must be > 0, got {text!r}")
-    return v
-
-
-def _roi(text: str) -> tuple[int, int, int, int]:
-    try:
-        vals = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected y0,x0,y1,x1 integers, got {text!r}") from None
-    if len(vals) != 4 or vals[0] < 0 or vals[1] < 0 or vals[2] <= vals[0] or vals[3] <= vals[1]:
-        raise argparse.ArgumentTypeError(f"expected y0,x0,y1,x1 with y0<y1, x0<x1, got {text!r}")
-    return vals  # type: ignore[return-value]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return v
-
-
-def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
-    if not 0 < v <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
-    return v
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     fmt = argparse.RawDescriptionHelpFormatter
@@ -166,18 +110,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "-k",
         "--kernel-size",
-        type=_kernel_size,
+        type=kernel_size_arg,
         required=True,
         metavar="K",
         help="motif size in pixels: K or KHxKW (a defect with its halo), or 'auto' "
         "(suggested per image from its dominant blob scale)",
     )
     s.add_argument(
-        "-n", "--motifs", type=_positive_int, default=1, metavar="N", help="number of motif kinds"
+        "-n",
+        "--motifs",
+        type=positive_int_arg,
+        default=1,
+        metavar="N",
+        help="number of motif kinds",
     )
     s.add_argument(
         "--lam",
-        type=_lam,
+        type=lam_arg,
         default=None,
         metavar="L",
         help="sparsity weight (normalised units; larger finds fewer copies) or 'auto' (default)",
@@ -224,13 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--roi",
-        type=_roi,
+        type=roi_arg,
         metavar="Y0,X0,Y1,X1",
         help="analyse only rows Y0..Y1-1 and columns X0..X1-1 (pixels)",
     )
     s.add_argument(
         "--threshold",
-        type=_fraction,
+        type=fraction_arg,
         metavar="T",
         help="instead of the significance: count a defect where a raw activation peak "
         "exceeds T times the largest one (0-1)",
@@ -243,10 +192,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument(
-        "--max-iter", type=_positive_int, metavar="I", help="iteration budget (default: solver's)"
+        "--max-iter",
+        type=positive_int_arg,
+        metavar="I",
+        help="iteration budget (default: solver's)",
     )
     s.add_argument(
-        "-j", "--jobs", type=_positive_int, default=1, metavar="J", help="files solved in parallel"
+        "-j",
+        "--jobs",
+        type=positive_int_arg,
+        default=1,
+        metavar="J",
+        help="files solved in parallel",
     )
     s.add_argument(
         "--library",

@@ -136,7 +136,7 @@ def _source_arg(text: str) -> tuple[str, list[int] | None]:
 
 def add_cluster_options(p: argparse.ArgumentParser) -> None:
     """``--scheduler ADDRESS`` / ``--dask N`` for a command over files."""
-    from .cli import _positive_int
+    from .cli_args import positive_int_arg
 
     g = p.add_mutually_exclusive_group()
     g.add_argument(
@@ -147,7 +147,7 @@ def add_cluster_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--dask",
-        type=_positive_int,
+        type=positive_int_arg,
         metavar="N",
         help=f"run {_CLUSTER_NOTE} started here with N worker processes",
     )
@@ -155,7 +155,7 @@ def add_cluster_options(p: argparse.ArgumentParser) -> None:
 
 def add_commands(sub: Any) -> None:
     """Add ``locate`` and ``library`` to the command line's subparsers."""
-    from .cli import _fraction, _lam, _positive_int, _roi
+    from .cli_args import fraction_arg, lam_arg, positive_int_arg, roi_arg
 
     fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser(
@@ -176,7 +176,7 @@ def add_commands(sub: Any) -> None:
     )
     p.add_argument(
         "--lam",
-        type=_lam,
+        type=lam_arg,
         default=None,
         metavar="L",
         help="sparsity weight (normalised units) or 'auto' (default: as solve picks it)",
@@ -188,21 +188,24 @@ def add_commands(sub: Any) -> None:
         default="auto",
         help="as for solve (auto: both for Nanonis files, none otherwise)",
     )
-    p.add_argument("--roi", type=_roi, metavar="Y0,X0,Y1,X1", help="analyse only this region")
+    p.add_argument("--roi", type=roi_arg, metavar="Y0,X0,Y1,X1", help="analyse only this region")
     p.add_argument(
-        "--threshold", type=_fraction, metavar="T", help="relative defect threshold, as for solve"
+        "--threshold",
+        type=fraction_arg,
+        metavar="T",
+        help="relative defect threshold, as for solve",
     )
     p.add_argument(
         "--threshold-per-motif", action="store_true", help="threshold per motif, as for solve"
     )
     p.add_argument(
         "--tile",
-        type=_positive_int,
+        type=positive_int_arg,
         metavar="PX",
         help="locate images larger than PX on a side tile by tile (default 1024)",
     )
     p.add_argument(
-        "-j", "--jobs", type=_positive_int, default=1, metavar="J", help="files run in parallel"
+        "-j", "--jobs", type=positive_int_arg, default=1, metavar="J", help="files run in parallel"
     )
     add_cluster_options(p)
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="folder for the bundles")
