@@ -30,7 +30,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 def _run_once(viewer, widget, qtbot_wait, mode: str):
     from qtpy.QtCore import QEventLoop, QTimer
 
-    import napari_sasd.widget as wmod
+    import napari_sasd._qt.result_display as wmod  # where the dock shows results
     from napari_sasd.layers import apply_layer_data, iter_apply_layer_data
 
     def at_once(viewer, tuples, replace=()):

@@ -570,7 +570,7 @@ def test_results_napari_refuses_leave_viewer_unchanged(
 ):
     # A real solve whose result layers napari rejects (a bad option on the
     # last one): an error for the user, no half-added layers, no result kept.
-    import napari_sasd.widget as widget_mod
+    import napari_sasd._qt.result_display as widget_mod  # where the dock builds layers
 
     orig = widget_mod.result_layer_data
 
