@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .cli import SolveOptions
+    from .cli_solve import SolveOptions
 
 PROG = "napari-sasd"
 
@@ -277,7 +277,7 @@ def _cmd_library(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _cmd_locate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .batch import unique_names
-    from .cli import SolveOptions
+    from .cli_solve import SolveOptions
     from .imageio import SUPPORTED, expand_inputs
 
     files = list(dict.fromkeys(expand_inputs(args.files)))
@@ -336,7 +336,7 @@ def _writer(out: TextIO, err: TextIO, bar: Any = None, total: int = 0) -> Any:
 
 def _task(task: tuple[str, str], opts: SolveOptions, progress: bool = False) -> tuple[bool, str]:
     """One file of a batch, ``(path, bundle name)`` -> (ok, summary or error)."""
-    from .cli import _run_one
+    from .cli_solve import _run_one
 
     path, name = task
     return _run_one(path, name, opts, progress)
@@ -363,7 +363,7 @@ def run_on_cluster(
 ) -> int:
     """``--scheduler`` / ``--dask``: the files as tasks on dask.distributed, a
     progress bar over files (exit status)."""
-    from .cli import ProgressBar
+    from .cli_solve import ProgressBar
     from .distributed import DaskMissing, run_distributed
 
     progress = args.progress == "always" or (args.progress == "auto" and err.isatty())
