@@ -1,13 +1,24 @@
 """Argument types of the command line: each parses one option's text or
 raises ``argparse.ArgumentTypeError`` with what was expected (argparse then
-prints it with the usage). Shared by ``solve`` (cli.py) and ``locate`` /
-``library`` (cli_locate.py)."""
+prints it with the usage); and the arguments every command over files has
+(the files, ``--out``, ``--progress``). Shared by ``solve`` (cli_parser.py)
+and ``locate`` / ``library`` (cli_locate.py)."""
 
 from __future__ import annotations
 
 import argparse
+from typing import TextIO
 
-__all__ = ["fraction_arg", "kernel_size_arg", "lam_arg", "positive_int_arg", "roi_arg"]
+__all__ = [
+    "add_files_argument",
+    "add_output_options",
+    "fraction_arg",
+    "kernel_size_arg",
+    "lam_arg",
+    "positive_int_arg",
+    "progress_wanted",
+    "roi_arg",
+]
 
 
 def kernel_size_arg(text: str) -> tuple[int, int] | None:
@@ -65,3 +76,24 @@ def fraction_arg(text: str) -> float:
     if not 0 < v <= 1:
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
     return v
+
+
+def add_files_argument(p: argparse.ArgumentParser) -> None:
+    """The ``FILE ...`` inputs of a command over files."""
+    p.add_argument("files", nargs="+", metavar="FILE", help="image files or folders of them")
+
+
+def add_output_options(p: argparse.ArgumentParser) -> None:
+    """``-o/--out DIR`` (the bundles' folder) and ``--progress`` of a command over files."""
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="folder for the bundles")
+    p.add_argument(
+        "--progress",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="progress bar on stderr: auto (default) shows it on a terminal",
+    )
+
+
+def progress_wanted(choice: str, stream: TextIO) -> bool:
+    """Whether ``--progress CHOICE`` draws a bar on ``stream`` (auto: on a terminal)."""
+    return choice == "always" or (choice == "auto" and stream.isatty())

@@ -155,7 +155,14 @@ def add_cluster_options(p: argparse.ArgumentParser) -> None:
 
 def add_commands(sub: Any) -> None:
     """Add ``locate`` and ``library`` to the command line's subparsers."""
-    from .cli_args import fraction_arg, lam_arg, positive_int_arg, roi_arg
+    from .cli_args import (
+        add_files_argument,
+        add_output_options,
+        fraction_arg,
+        lam_arg,
+        positive_int_arg,
+        roi_arg,
+    )
 
     fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser(
@@ -165,7 +172,7 @@ def add_commands(sub: Any) -> None:
         epilog=_LOCATE_EPILOG,
         formatter_class=fmt,
     )
-    p.add_argument("files", nargs="+", metavar="FILE", help="image files or folders of them")
+    add_files_argument(p)
     p.add_argument(
         "-m",
         "--motifs",
@@ -208,13 +215,7 @@ def add_commands(sub: Any) -> None:
         "-j", "--jobs", type=positive_int_arg, default=1, metavar="J", help="files run in parallel"
     )
     add_cluster_options(p)
-    p.add_argument("-o", "--out", required=True, metavar="DIR", help="folder for the bundles")
-    p.add_argument(
-        "--progress",
-        choices=("auto", "always", "never"),
-        default="auto",
-        help="progress bar on stderr: auto (default) shows it on a terminal",
-    )
+    add_output_options(p)
 
     lib = sub.add_parser(
         "library",
@@ -276,20 +277,13 @@ def _cmd_library(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_locate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .batch import unique_names
-    from .cli_solve import SolveOptions
-    from .imageio import SUPPORTED, expand_inputs
+    from .cli_args import progress_wanted
+    from .cli_solve import SolveOptions, inputs_and_names
 
-    files = list(dict.fromkeys(expand_inputs(args.files)))
-    if not files:
-        err.write(f"{PROG} locate: no supported files ({', '.join(SUPPORTED)}) in the inputs\n")
+    found = inputs_and_names(args, "locate", err)
+    if found is None:
         return 2
-    names = unique_names(files)
-    try:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        err.write(f"{args.out}: {exc.strerror or exc}\n")
-        return 2
+    files, names = found
     kernels, motif_names, source = args.motifs
     spec = LocateSpec(kernels, tuple(motif_names), source, args.tile, None)
     opts = SolveOptions(
@@ -308,7 +302,7 @@ def _cmd_locate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     )
     if args.scheduler or args.dask:
         return run_on_cluster(files, names, opts, args, out, err)
-    progress = args.progress == "always" or (args.progress == "auto" and err.isatty())
+    progress = progress_wanted(args.progress, err)
     tasks = [(str(f), n) for f, n in zip(files, names, strict=True)]
     serial = args.jobs == 1 or len(files) == 1
     work = partial(_task, opts=opts, progress=progress and serial)
@@ -363,10 +357,11 @@ def run_on_cluster(
 ) -> int:
     """``--scheduler`` / ``--dask``: the files as tasks on dask.distributed, a
     progress bar over files (exit status)."""
+    from .cli_args import progress_wanted
     from .cli_solve import ProgressBar
     from .distributed import DaskMissing, run_distributed
 
-    progress = args.progress == "always" or (args.progress == "auto" and err.isatty())
+    progress = progress_wanted(args.progress, err)
     tasks = [(str(f), n) for f, n in zip(files, names, strict=True)]
     bar = ProgressBar("files", err) if progress else None
     if bar is not None:

@@ -11,7 +11,15 @@ from __future__ import annotations
 import argparse
 
 from ._version import __version__
-from .cli_args import fraction_arg, kernel_size_arg, lam_arg, positive_int_arg, roi_arg
+from .cli_args import (
+    add_files_argument,
+    add_output_options,
+    fraction_arg,
+    kernel_size_arg,
+    lam_arg,
+    positive_int_arg,
+    roi_arg,
+)
 from .cli_locate import add_cluster_options, add_commands
 from .imageio import SUPPORTED
 
@@ -84,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_SOLVE_EPILOG,
         formatter_class=fmt,
     )
-    s.add_argument("files", nargs="+", metavar="FILE", help="image files or folders of them")
+    add_files_argument(s)
     s.add_argument(
         "-k",
         "--kernel-size",
@@ -190,13 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(\"same as 'Se vacancy' (0.96)\") or new, in the summary and the record",
     )
     add_cluster_options(s)
-    s.add_argument("-o", "--out", required=True, metavar="DIR", help="folder for the bundles")
-    s.add_argument(
-        "--progress",
-        choices=("auto", "always", "never"),
-        default="auto",
-        help="progress bar on stderr: auto (default) shows it on a terminal",
-    )
+    add_output_options(s)
 
     m = sub.add_parser(
         "sample",

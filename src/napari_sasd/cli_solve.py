@@ -18,6 +18,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from .batch import run_batch, unique_names
+from .cli_args import progress_wanted
 from .cli_locate import LocateSpec, catalogue_note, run_on_cluster
 from .cli_parser import PROG
 from .imageio import SUPPORTED, expand_inputs
@@ -247,11 +248,16 @@ def _run_one(path: str, name: str, opts: SolveOptions, progress: bool) -> tuple[
         return False, msg
 
 
-def _cmd_solve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def inputs_and_names(
+    args: argparse.Namespace, command: str, err: TextIO
+) -> tuple[list[Path], list[str]] | None:
+    """The input files of ``solve`` or ``locate`` and their bundles' names,
+    with ``--out`` made; None (said on ``err``: exit status 2) when there is
+    no supported file or the folder cannot be made."""
     files = list(dict.fromkeys(expand_inputs(args.files)))  # a file named twice runs once
     if not files:
-        err.write(f"{PROG} solve: no supported files ({', '.join(SUPPORTED)}) in the inputs\n")
-        return 2
+        err.write(f"{PROG} {command}: no supported files ({', '.join(SUPPORTED)}) in the inputs\n")
+        return None
     # Bundles are named after the inputs, unique: a.tif and a.npy give a_tif
     # and a_npy, d1/x.tif and d2/x.tif give x_d1 and x_d2.
     names = unique_names(files)
@@ -259,7 +265,15 @@ def _cmd_solve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         Path(args.out).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         err.write(f"{args.out}: {exc.strerror or exc}\n")
+        return None
+    return files, names
+
+
+def _cmd_solve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    found = inputs_and_names(args, "solve", err)
+    if found is None:
         return 2
+    files, names = found
     opts = SolveOptions(
         scars=args.scars,
         lattice=args.lattice,
@@ -278,7 +292,7 @@ def _cmd_solve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out=str(args.out),
         library=args.library,
     )
-    progress = args.progress == "always" or (args.progress == "auto" and err.isatty())
+    progress = progress_wanted(args.progress, err)
     if args.scheduler or args.dask:
         return run_on_cluster(files, names, opts, args, out, err)
 
