@@ -11,6 +11,7 @@ from collections.abc import Generator, Sequence
 import numpy as np
 
 from .layer_meta import META_KEY
+from .result import run_to_end
 
 __all__ = [
     "apply_layer_data",
@@ -53,12 +54,7 @@ def apply_layer_data(viewer, tuples: list[tuple], replace: Sequence = ()) -> lis
     list of Layer
         The layers now showing ``tuples``, in the same order.
     """
-    steps = iter_apply_layer_data(viewer, tuples, replace)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return stop.value
+    return run_to_end(iter_apply_layer_data(viewer, tuples, replace))
 
 
 def iter_apply_layer_data(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -101,3 +102,22 @@ class SolveResult:
     def kernel_size(self) -> tuple[int, int]:
         """``(kh, kw)`` of the motifs."""
         return int(self.kernels.shape[-2]), int(self.kernels.shape[-1])
+
+
+_R = TypeVar("_R")
+
+
+def run_to_end(gen: Generator[Any, Any, _R]) -> _R:
+    """Run a progress generator (``iter_solve``, ``iter_locate``, ...) to its end.
+
+    Returns
+    -------
+    object
+        The generator's return value (its ``StopIteration.value``): what the
+        blocking form of an ``iter_*`` function returns.
+    """
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .._version import __version__
-from ..result import SolveProgress, SolveResult
+from ..result import SolveProgress, SolveResult, run_to_end
 from ..validation import prepare
 from .driver import _Solver
 
@@ -86,16 +86,13 @@ def solve(
     TypeError, ValueError
         On bad input, before any work starts.
     """
-    gen = iter_solve(
-        image, kernel_size, n_motifs, lam, channel_axis=channel_axis, positive=positive,
-        mask=mask, seed=seed, max_iter=max_iter, init_kernels=init_kernels, tol=tol,
-        shrink=shrink, workers=workers,
+    return run_to_end(
+        iter_solve(
+            image, kernel_size, n_motifs, lam, channel_axis=channel_axis, positive=positive,
+            mask=mask, seed=seed, max_iter=max_iter, init_kernels=init_kernels, tol=tol,
+            shrink=shrink, workers=workers,
+        )
     )  # fmt: skip
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
 
 
 def iter_solve(
