@@ -96,6 +96,48 @@ def test_reaches_the_lasso_optimum():
     assert res.activations.shape == (1, H, W)
 
 
+@pytest.mark.parametrize("channels", [1, 2])
+def test_working_set_gram_matrix_is_the_exact_windowed_model(channels):
+    # The Gram matrix is looked up from the motifs' cross-correlations for
+    # whole copies and summed over taps for copies cut by the border or the
+    # mask: against D^T D with D the copies placed and cut explicitly.
+    import importlib
+
+    loc = importlib.import_module("napari_sasd.locate")
+    rng = np.random.default_rng(0)
+    H, W, kh, kw, N = 30, 34, 5, 6, 2
+    image = rng.standard_normal((channels, H, W) if channels > 1 else (H, W))
+    mask = np.ones((H, W), bool)
+    mask[12:15, 20:23] = False
+    kern = rng.standard_normal((N, channels, kh, kw) if channels > 1 else (N, kh, kw))
+    kern = loc._as_kernels(kern, image.ndim, 0 if channels > 1 else None)
+    prob = prepare(image, (kh, kw), N, 1.0, 0 if channels > 1 else None, mask, kern)
+    pool = loc._Pool(loc._Locator(prob, True, 0, None, 1e-4, 0.8, None), kern.astype(np.float32))
+    # Copies at the corners and edges, by the mask and inside, in two rounds.
+    cols = np.stack([rng.integers(0, N, 60), rng.integers(0, H, 60), rng.integers(0, W, 60)])
+    cols[1:, :4] = [[0, 0, H - 1, H - 1], [0, W - 1, 0, W - 1]]
+    cols = np.unique(cols, axis=1)
+    pool.add(cols[:, : cols.shape[1] // 2])
+    pool.add(cols[:, cols.shape[1] // 2 :])
+    k32 = kern.astype(np.float32).astype(np.float64).reshape(N, channels, kh, kw)
+    omega = np.ones((channels, H, W)) if prob.omega is None else prob.omega
+    D = np.zeros((pool.size, channels, H, W))
+    ch, cw = (kh - 1) // 2, (kw - 1) // 2
+    padded = np.zeros((channels, H + 2 * kh, W + 2 * kw))
+    for i, (m, r, c) in enumerate(pool.cols.T):
+        padded[:] = 0
+        padded[:, kh + r - ch : kh + r - ch + kh, kw + c - cw : kw + c - cw + kw] = k32[m]
+        D[i] = padded[:, kh : kh + H, kw : kw + W] * omega
+    D = D.reshape(pool.size, -1)
+    np.testing.assert_allclose(pool.G.toarray(), D @ D.T, atol=1e-12)
+    np.testing.assert_allclose(pool.c, D @ prob.y.reshape(-1), atol=1e-9)
+    np.testing.assert_allclose(pool.s, D.reshape(pool.size, channels, -1).sum(2).T, atol=1e-12)
+    pool.x = rng.uniform(0, 1, pool.size)
+    r = pool.residual(np.zeros(channels))
+    want = (prob.y.reshape(-1) - pool.x @ D).reshape(channels, H, W) * omega
+    np.testing.assert_allclose(r, want, atol=1e-5)
+
+
 def test_same_convolution_convention_and_given_order():
     d = make_synthetic((96, 112), (9, 11), 2, noise=0.02, seed=2)
     given = d.kernels[::-1]

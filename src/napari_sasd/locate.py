@@ -17,7 +17,7 @@ from the peaks of the data's correlation with the motifs by the copies whose
 correlation with the residual still passes lambda (one transform of the image
 per round, the solver's operator); on the set, the lasso is solved by FISTA
 on its sparse Gram matrix (the copies' overlaps), which is tiny next to the
-image. About six rounds reach the optimum (0.2x a 512^2 solve).
+image. About six rounds reach the optimum (0.13-0.16x a 512^2 solve).
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ from collections.abc import Generator
 from typing import Any
 
 import numpy as np
-from scipy import optimize, sparse
+from scipy import optimize, signal, sparse
 
 from ._version import __version__
+from .convolution import ConvOperator
 from .result import SolveProgress, SolveResult
 from .solver import AUTO_LAM_FRACTION, AUTO_LAM_NOISE, _Solver, noise_sigma
 from .validation import Problem, prepare
@@ -52,6 +53,7 @@ ROUND_TOL = 1e-3
 #: set's top eigenvector, padded), and the margin on what they reach.
 POWER_ITERS = 12
 POWER_MARGIN = 1.2
+POWER_TOL = 1e-3
 #: A copy joins the working set when its correlation passes lambda by this
 #: fraction; the fit stops when none does. What such a copy would add is of
 #: that order (normalised units, lambda is a few noise levels): far below any
@@ -230,8 +232,10 @@ class _Locator(_Solver):
         self.total = rounds + 1
         self.n_stages = 2
         # The solver's windowed operator, for the correlations of a residual
-        # with the motifs at every copy centre.
-        self._set_x(a, np.zeros((3, 0), np.int64), np.zeros(0))
+        # with the motifs at every copy centre (the activations' transforms,
+        # all zero here, are only set up for the result).
+        self.op = ConvOperator(self.y.shape[1:], self.k, self.workers)
+        self.a, self.A = a, self.op.fft_kernel(a)
         pool = _Pool(self, a)
         r = pool.residual(self.b)
         converged = False
@@ -271,9 +275,17 @@ class _Locator(_Solver):
         """Lambda (normalised units) exactly as solve picks it (``_Solver.run``:
         from the most energetic data window, not from a motif), so that
         locating a solve's motifs in the same image uses the solve's lambda."""
-        self.b = np.zeros(self.p.n_channels, np.float64)
-        self.support = None
-        lam_max = self._lam_max(self._lift(), self._windows(self.y, 1, []))
+        (w,) = self._windows(self.y, 1, [])
+        K = self._lift()
+        # ``_Solver._lam_max`` without its model of zero activations (two
+        # transforms of zeros): the residual is the data itself, negated as
+        # there, so the value is the same to the bit.
+        op = ConvOperator(self.y.shape[1:], K, self.workers)
+        r = np.negative(self.y)
+        if self.omega is not None:
+            r *= self.omega
+        corr = -op.grad_x(op.fft_kernel(self._embed([w], K)), op.fft_residual(r))
+        lam_max = max(float(corr.max() if self.positive else np.abs(corr).max()), 1e-6)
         noise = noise_sigma(self.p.y, self.p.omega)
         return max(AUTO_LAM_FRACTION * lam_max, AUTO_LAM_NOISE * noise)
 
@@ -306,33 +318,40 @@ class _Locator(_Solver):
         """
         slack = KKT_SLACK if pool.size else 0.0
         mag = corr if self.positive else np.abs(corr)
-        n, r, c = np.nonzero(mag > lam * (1 + slack))
-        v = mag[n, r, c]
         H, W = mag.shape[1:]
-        keep = np.ones(len(n), bool)
+        idx = np.flatnonzero(mag > lam * (1 + slack))
+        if pool.size:
+            idx = idx[pool.index.reshape(-1)[idx] < 0]
+        n, rc = np.divmod(idx, H * W)
+        r, c = np.divmod(rc, W)
+        v = mag[n, r, c]
+        keep = np.ones(len(idx), bool)
+        # The 3 x 3 test on the candidates only. A neighbour clipped into the
+        # image is the copy itself or another of its neighbours: clipping
+        # ignores the pixels outside, as it should.
         for dr in (-1, 0, 1):
+            rr = np.clip(r + dr, 0, H - 1)
             for dc in (-1, 0, 1):
                 if dr or dc:
-                    rr, cc = r + dr, c + dc
-                    inside = (rr >= 0) & (rr < H) & (cc >= 0) & (cc < W)
-                    nb = mag[n, np.clip(rr, 0, H - 1), np.clip(cc, 0, W - 1)]
-                    keep &= ~inside | (nb <= v)
-        out = np.stack([n[keep], r[keep], c[keep]]).astype(np.int64)
-        if pool.size:
-            out = out[:, ~pool.contains(out)]
-        return out
+                    keep &= mag[n, rr, np.clip(c + dc, 0, W - 1)] <= v
+        return np.stack([n[keep], r[keep], c[keep]]).astype(np.int64)
 
 
 class _Pool:
     """The lasso restricted to a working set of copies, on its Gram matrix.
 
-    Columns of the design ``D`` (kept transposed, one sparse row per copy) are
-    the motifs placed at the copies, cut by the image border and the mask:
-    the exact windowed model. The background is eliminated in closed form
-    (per channel, the mean residual), which leaves ``D^T P D``, ``P`` the
-    projection off constants: the sparse Gram matrix and a rank-``C``
-    correction. Copies only join: the set grows by the violators of each
-    round, and the Gram matrix by their blocks."""
+    Columns of the design ``D`` are the motifs placed at the copies, cut by
+    the image border and the mask: the exact windowed model. The background
+    is eliminated in closed form (per channel, the mean residual), which
+    leaves ``D^T P D``, ``P`` the projection off constants: the sparse Gram
+    matrix and a rank-``C`` correction. Copies only join: the set grows by the
+    violators of each round, and the Gram matrix by their overlaps.
+
+    The overlap of two copies that are both whole (every tap inside the image,
+    on observed pixels) is the motifs' cross-correlation at their offset,
+    looked up; only pairs with a cut copy are summed over their taps. Forming
+    the Gram matrix as a sparse product ``D^T D`` instead (over every pixel of
+    every copy) was the largest single cost of a locate at 512^2."""
 
     def __init__(self, solver: _Locator, a: np.ndarray) -> None:
         C, H, W = solver.y.shape
@@ -347,15 +366,30 @@ class _Pool:
         kh, kw = self.k
         self.kern = a.reshape(len(a), C, kh * kw).astype(np.float64)
         uu, vv = np.mgrid[0:kh, 0:kw]
-        self.du = (uu.ravel() - (kh - 1) // 2)[None]
-        self.dv = (vv.ravel() - (kw - 1) // 2)[None]
-        self.index = np.full((len(a), H, W), -1, np.int64)
+        self.tr, self.tc = uu.ravel(), vv.ravel()
+        self.du = (self.tr - (kh - 1) // 2)[None]
+        self.dv = (self.tc - (kw - 1) // 2)[None]
+        # Pixel indices fit int32 (sparse products on int32 indices are the
+        # faster ones) up to 2^31 pixels.
+        self.itype = np.int32 if C * H * W < 2**31 else np.int64
+        self.off = (self.du * W + self.dv).astype(self.itype)
+        self.cut = _cut_centres(self.shape, self.k, self.omega)
+        # xc[m, n, dr + kh - 1, dc + kw - 1]: overlap of motif m with motif n
+        # shifted by (dr, dc), summed over channels.
+        N = len(a)
+        self.xc = np.zeros((N, N, 2 * kh - 1, 2 * kw - 1))
+        k64 = self.kern.reshape(N, C, kh, kw)
+        for m in range(N):
+            for n in range(N):
+                for c in range(C):
+                    self.xc[m, n] += signal.correlate(k64[n, c], k64[m, c], mode="full")
+        self.index = np.full((N, H, W), -1, np.int64)
         self.cols = np.zeros((3, 0), np.int64)
         self.x = np.zeros(0)
-        # D in column blocks, one per round (pixel-major, CSR).
-        self.blocks: list[sparse.csr_matrix] = []
-        # and copy-major (D^T), for the model.
-        self.rows: list[sparse.csr_matrix] = []
+        # D in column blocks, one per round (CSC: pixels x copies).
+        self.blocks: list[sparse.csc_matrix] = []
+        # The Gram matrix's entries, as (row, column, value), each round's appended.
+        self._tri: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.G = sparse.csr_matrix((0, 0))
         self.c = np.zeros(0)
         self.s = np.zeros((C, 0))
@@ -370,61 +404,100 @@ class _Pool:
     def contains(self, cols: np.ndarray) -> np.ndarray:
         return self.index[cols[0], cols[1], cols[2]] >= 0
 
-    def _rows(self, cols: np.ndarray) -> tuple[sparse.csr_matrix, np.ndarray]:
-        """``D^T`` rows of the copies ``cols`` (each motif's taps inside the
-        image, on observed pixels) and their sums per channel ``(C, M)``."""
+    def _taps(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The copies' taps: values ``(M, C, taps)``, zero where a tap falls
+        outside the image or on a missing pixel, and their flat pixel indices
+        ``(M, C, taps)`` (0 for the zeroed ones outside)."""
         C, H, W = self.shape
-        M = cols.shape[1]
-        rr = cols[1][:, None] + self.du
-        cc = cols[2][:, None] + self.dv
-        ok = (rr >= 0) & (rr < H) & (cc >= 0) & (cc < W)
-        pix = rr * W + cc
-        vals = self.kern[cols[0]]  # (M, C, taps)
-        if C == 1 and self.omega is None:
-            # The common case without the per-channel copies below.
-            v = vals[:, 0]
-            if not ok.all():
-                v = np.where(ok, v, 0.0)
-            sums = v.sum(axis=1)[None]
-            counts = ok.sum(axis=1)
-            data, idx = v[ok], pix[ok]
-        else:
-            pix_c = pix[:, None] + (np.arange(C) * H * W)[None, :, None]
-            ok_c = np.broadcast_to(ok[:, None], pix_c.shape)
+        pix = (cols[1] * W + cols[2]).astype(self.itype)[:, None] + self.off
+        vals = self.kern[cols[0]]
+        cut = np.flatnonzero(self.cut[cols[1], cols[2]])
+        if len(cut):
+            r = cols[1][cut][:, None] + self.du
+            c = cols[2][cut][:, None] + self.dv
+            ok = (r >= 0) & (r < H) & (c >= 0) & (c < W)
+            p = np.where(ok, r * W + c, 0)
+            ok_c = ok[:, None]
             if self.omega is not None:
-                ok_c = ok_c & (self.omega.reshape(-1)[np.where(ok_c, pix_c, 0)] > 0)
-            v = np.where(ok_c, vals, 0.0)
-            sums = v.sum(axis=2).T
-            counts = ok_c.reshape(M, -1).sum(axis=1)
-            data, idx = v[ok_c], pix_c[ok_c]
-        indptr = np.zeros(M + 1, np.int64)
-        np.cumsum(counts, out=indptr[1:])
-        # Row-major order keeps the pixel indices of each row sorted.
-        rows = sparse.csr_matrix((data, idx, indptr), shape=(M, C * H * W))
-        return rows, sums
+                ok_c = ok_c & (self.omega.reshape(C, -1)[:, p].transpose(1, 0, 2) > 0)
+            vals[cut] = np.where(ok_c, vals[cut], 0.0)
+            pix[cut] = p
+        if C == 1:
+            return vals, pix[:, None]
+        return vals, pix[:, None] + (np.arange(C, dtype=self.itype) * (H * W))[None, :, None]
+
+    def _overlaps(self, new: np.ndarray, start: int) -> tuple[np.ndarray, ...]:
+        """Gram entries of the copies ``start..`` (``new`` their columns)
+        with every copy of the set (themselves included): rows, cols, values."""
+        kh, kw = self.k
+        i, j = _neighbours(new[1:], self.cols[1:], (kh - 1, kw - 1))
+        gi = i + start
+        m, r, c = self.cols
+        dr, dc = r[gi] - r[j], c[gi] - c[j]
+        vals = self.xc[m[gi], m[j], dr + kh - 1, dc + kw - 1]
+        q = np.flatnonzero(self.cut[r[gi], c[gi]] | self.cut[r[j], c[j]])
+        if len(q):
+            vals[q] = self._cut_overlaps(gi[q], j[q])
+        return gi, j, vals
+
+    def _cut_overlaps(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Overlaps of the copies ``a`` and ``b`` (set indices), summed over
+        the taps of ``a`` on observed pixels inside the image."""
+        kh, kw = self.k
+        C, H, W = self.shape
+        m, r, c = self.cols
+        # Tap u of copy a sits where tap u + (p_a - p_b) of copy b does.
+        tr = self.tr + (r[a] - r[b])[:, None]
+        tc = self.tc + (c[a] - c[b])[:, None]
+        pr = r[a][:, None] + self.du
+        pc = c[a][:, None] + self.dv
+        ok = (tr >= 0) & (tr < kh) & (tc >= 0) & (tc < kw)
+        ok &= (pr >= 0) & (pr < H) & (pc >= 0) & (pc < W)
+        t = np.where(ok, tr * kw + tc, 0)
+        mb = m[b][:, None]
+        out = np.zeros(len(a))
+        for ch in range(C):
+            okc = ok
+            if self.omega is not None:
+                pix = np.where(ok, pr * W + pc, 0)
+                okc = ok & (self.omega[ch].reshape(-1)[pix] > 0)
+            ka = self.kern[m[a], ch]
+            kb = self.kern[:, ch][mb, t]
+            out += np.einsum("qt,qt->q", np.where(okc, ka, 0.0), kb)
+        return out
 
     def add(self, cols: np.ndarray) -> None:
         """Add the copies ``cols`` ``(3, M)`` to the working set (at zero)."""
-        if cols.shape[1] == 0:
+        M = cols.shape[1]
+        if M == 0:
             return
-        new, s_new = self._rows(cols)
-        # Pixel-major (D itself) for the overlaps with the earlier copies:
-        # each of the new copies' pixels meets the few copies covering it,
-        # where D^T D over the whole set visits every copy's every pixel.
-        new_d = new.T.tocsr()
-        G_nn = new @ new_d
-        if self.size:
-            BT = sparse.hstack([new @ blk for blk in self.blocks], format="csr")
-            self.G = sparse.bmat([[self.G, BT.T], [BT, G_nn]], format="csr")
-        else:
-            self.G = G_nn.tocsr()
-        self.blocks.append(new_d)
-        self.rows.append(new)
-        self.index[cols[0], cols[1], cols[2]] = self.size + np.arange(cols.shape[1])
+        C, H, W = self.shape
+        vals, pix = self._taps(cols)
+        taps = vals.shape[1] * vals.shape[2]
+        indptr = np.arange(M + 1, dtype=self.itype) * taps
+        # Pixels x copies; the zeroed taps stay as explicit zeros (harmless in
+        # the products, and cheaper than cutting them out).
+        blk = sparse.csc_matrix((vals.reshape(-1), pix.reshape(-1), indptr), shape=(C * H * W, M))
+        start = self.size
+        c_new = blk.T @ self.y
+        # The first round's block and the later ones merged: the model (one
+        # product per block, each a pass over the whole image) in two.
+        if len(self.blocks) > 1:
+            blk = sparse.hstack([self.blocks.pop(), blk], format="csc")
+        self.blocks.append(blk)
+        self.index[cols[0], cols[1], cols[2]] = start + np.arange(M)
         self.cols = np.concatenate([self.cols, cols], axis=1)
-        self.x = np.concatenate([self.x, np.zeros(cols.shape[1])])
-        self.c = np.concatenate([self.c, new @ self.y])
-        self.s = np.concatenate([self.s, s_new], axis=1)
+        self.x = np.concatenate([self.x, np.zeros(M)])
+        gi, j, v = self._overlaps(cols, start)
+        old = j < start
+        # Each pair with an earlier copy once, mirrored; pairs among the new
+        # copies come in both orders.
+        self._tri.append((np.concatenate([gi, j[old]]), np.concatenate([j, gi[old]]),
+                          np.concatenate([v, v[old]])))  # fmt: skip
+        rows, cols_, data = (np.concatenate(t) for t in zip(*self._tri, strict=True))
+        self.G = sparse.csr_matrix((data, (rows, cols_)), shape=(self.size, self.size))
+        self.c = np.concatenate([self.c, c_new])
+        self.s = np.concatenate([self.s, vals.sum(axis=2).T], axis=1)
         self.cp = self.c - (self.s * (self.ysum / self.n)[:, None]).sum(axis=0)
         self._L = None
 
@@ -438,7 +511,7 @@ class _Pool:
         self.cols, self.x = self.cols[:, idx], self.x[idx]
         self.index[self.cols[0], self.cols[1], self.cols[2]] = np.arange(len(idx))
         # The refit needs only the Gram matrix.
-        self.blocks, self.rows = [], []
+        self.blocks, self._tri = [], []
         self.G = self.G[idx][:, idx]
         self.c, self.s, self.cp = self.c[idx], self.s[:, idx], self.cp[idx]
         self._L, self._v = None, None
@@ -453,12 +526,14 @@ class _Pool:
     def residual(self, b: np.ndarray) -> np.ndarray:
         """``y - D x - b`` on the observed pixels, ``(C, H, W)`` float32."""
         C, H, W = self.shape
-        model = np.zeros(C * H * W)
+        r = np.zeros(C * H * W)
         start = 0
-        for rows in self.rows:
-            model += rows.T @ self.x[start : start + rows.shape[0]]
-            start += rows.shape[0]
-        r = (self.y - model).reshape(C, H, W) - b[:, None, None]
+        for blk in self.blocks:
+            r -= blk @ self.x[start : start + blk.shape[1]]
+            start += blk.shape[1]
+        r += self.y
+        r = r.reshape(C, H, W)
+        r -= b[:, None, None]
         if self.omega is not None:
             r *= self.omega
         return r.astype(np.float32)
@@ -476,18 +551,28 @@ class _Pool:
         if not self.size:
             return
         step = 1.0 / self._lipschitz()
+        # The gradient step as few passes as can be over the set's vectors
+        # (the loop is bound by numpy's per-call cost, not by arithmetic):
+        # y - step (G y - (s y) s / n - cp) - step lam = y - Gs y + S (S^T y) + c1.
+        Gs = self.G * step
+        S = self.s * np.sqrt(step / self.n)[:, None]
+        c1 = step * (self.cp - lam) if self.positive else step * self.cp
+        thr = step * lam
         x = self.x.copy()
-        y = x.copy()
+        y = x
         t = 1.0
         for _ in range(INNER_MAX):
-            v = y - step * (self._gram(y) - self.cp)
+            v = Gs @ y
+            np.subtract(y, v, out=v)
+            v += (S @ y) @ S
+            v += c1
             if self.positive:
-                x_new = np.maximum(v - lam * step, 0.0)
+                x_new = np.maximum(v, 0.0, out=v)
             else:
-                x_new = np.sign(v) * np.maximum(np.abs(v) - lam * step, 0.0)
+                x_new = np.sign(v) * np.maximum(np.abs(v) - thr, 0.0)
             d = x_new - x
             t_new = (1 + math.sqrt(1 + 4 * t * t)) / 2
-            if np.dot(y - x_new, d) > 0:
+            if np.dot(y, d) > np.dot(x_new, d):
                 # The step turned against the momentum: restart (as the
                 # solver's activation step, O'Donoghue & Candes).
                 t_new, y = 1.0, x_new
@@ -500,22 +585,83 @@ class _Pool:
 
     def _lipschitz(self) -> float:
         """Largest eigenvalue of the projected Gram matrix: power iteration
-        from the last one's vector, with a margin for what it has not reached."""
+        from the last one's vector, with a margin for what it has not reached.
+
+        From the last set's vector (padded), the estimate is usually settled
+        after two or three products: it stops when it moves by less than
+        ``POWER_TOL`` (at most ``POWER_ITERS`` products)."""
         if self._L is None:
             v = np.random.default_rng(0).uniform(0.5, 1.0, self.size)
-            if self._v is not None and len(self._v) <= self.size:
+            warm = self._v is not None and len(self._v) <= self.size
+            if warm:
                 v[: len(self._v)] += self._v * math.sqrt(self.size)
             ev = 1.0
-            for _ in range(POWER_ITERS):
+            for it in range(POWER_ITERS):
                 w = self._gram(v)
-                ev = float(np.linalg.norm(w))
-                if ev == 0:
-                    ev = 1.0
+                ev_new = float(np.linalg.norm(w))
+                if ev_new == 0:
+                    ev_new = 1.0
                     break
-                v = w / ev
+                v = w / ev_new
+                done = warm and it >= 2 and abs(ev_new - ev) <= POWER_TOL * ev_new
+                ev = ev_new
+                if done:
+                    break
             self._v = v
             self._L = POWER_MARGIN * ev
         return self._L
+
+
+def _cut_centres(
+    shape: tuple[int, int, int], k: tuple[int, int], omega: np.ndarray | None
+) -> np.ndarray:
+    """``(H, W)`` True where a copy centred there has a tap outside the image
+    or on a missing pixel (of any channel)."""
+    H, W = shape[1:]
+    kh, kw = k
+    ch, cw = (kh - 1) // 2, (kw - 1) // 2
+    cut = np.ones((H, W), bool)
+    cut[ch : H - (kh - 1 - ch), cw : W - (kw - 1 - cw)] = False
+    if omega is not None:
+        # Any missing pixel in the copy's window, by a summed-area table.
+        bad = np.pad((omega.min(axis=0) <= 0).astype(np.int32),
+                     ((ch + 1, kh - 1 - ch), (cw + 1, kw - 1 - cw)))  # fmt: skip
+        t = bad.cumsum(0).cumsum(1)
+        cut |= (t[kh:, kw:] - t[:-kh, kw:] - t[kh:, :-kw] + t[:-kh, :-kw]) > 0
+    return cut
+
+
+def _neighbours(
+    pa: np.ndarray, pb: np.ndarray, reach: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(i, j)`` of points ``pa[:, i]``, ``pb[:, j]`` (rows, cols) at
+    most ``reach`` apart along each axis: by cells of that size, each point's
+    partners are in its own cell and the eight around it."""
+    sr, sc = reach[0] + 1, reach[1] + 1
+    ncol = int(max(pa[1].max(initial=0), pb[1].max(initial=0))) // sc + 3
+    cell_b = (pb[0] // sr + 1) * ncol + (pb[1] // sc + 1)
+    order = np.argsort(cell_b, kind="stable")
+    sorted_b = cell_b[order]
+    base = (pa[0] // sr + 1) * ncol + (pa[1] // sc + 1)
+    ii, jj = [], []
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            target = base + dr * ncol + dc
+            lo = np.searchsorted(sorted_b, target, "left")
+            cnt = np.searchsorted(sorted_b, target, "right") - lo
+            tot = int(cnt.sum())
+            if not tot:
+                continue
+            i = np.repeat(np.arange(len(base)), cnt)
+            first = np.cumsum(cnt) - cnt
+            j = order[np.arange(tot) - np.repeat(first - lo, cnt)]
+            ii.append(i)
+            jj.append(j)
+    if not ii:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    i, j = np.concatenate(ii), np.concatenate(jj)
+    near = (np.abs(pa[0][i] - pb[0][j]) <= reach[0]) & (np.abs(pa[1][i] - pb[1][j]) <= reach[1])
+    return i[near], j[near]
 
 
 def _keep_order(res: SolveResult, a: np.ndarray, two_d: bool) -> SolveResult:
