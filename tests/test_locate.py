@@ -163,6 +163,13 @@ def test_missing_pixels_and_channels():
     res = napari_sasd.locate(np.nan_to_num(d.image), d.kernels, mask=mask)
     found = find_defects(res.activations).positions
     assert found[:, 1].min() >= 40 - 10 // 2 - 1  # nothing located where nothing is seen
+    # The reconstruction is the whole model, the copies' reach into the
+    # missing pixels included.
+    model = sum(
+        signal.convolve(x.astype(float), a, mode="same")
+        for x, a in zip(res.activations, res.kernels, strict=True)
+    )
+    np.testing.assert_allclose(res.reconstruction, model + res.bias, atol=1e-4 * np.ptp(model))
 
     c = make_synthetic((96, 96), 9, 1, n_channels=3, noise=0.02, seed=5)
     cube = np.moveaxis(c.image, 0, -1)

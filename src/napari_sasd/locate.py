@@ -265,7 +265,17 @@ class _Locator(_Solver):
         # The objective the solver reports: the refit's (no l1 term).
         self.obj = pool.objective(0.0)
         self.iteration += 1
-        self._set_x(a, pool.cols, pool.x)
+        # The activations on the solver's grid, for its result; the model
+        # comes from the copies (``_window_model``), not from transforms.
+        kh, kw = self.k
+        H, W = self.y.shape[1:]
+        self.x = np.zeros((p.n_motifs, H + kh - 1, W + kw - 1), np.float32)
+        self.x[pool.cols[0], pool.cols[1] + kh // 2, pool.cols[2] + kw // 2] = pool.x
+        self._pool = pool
+        if self.omega is not None:
+            # The reconstruction shows the model on the missing pixels too,
+            # which the copies (cut by the mask) do not hold: transforms.
+            self._setup_op(self.k, a, self.x)
         yield SolveProgress(1, 2, self.iteration, self.total, self.obj, lam, self._snapshot())
         self.total = self.iteration
         res = self._result(lam, converged, params)
@@ -289,14 +299,12 @@ class _Locator(_Solver):
         noise = noise_sigma(self.p.y, self.p.omega)
         return max(AUTO_LAM_FRACTION * lam_max, AUTO_LAM_NOISE * noise)
 
-    def _set_x(self, a: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> None:
-        """Set up the windowed operator with the activations ``vals`` at
-        ``cols`` (motif, row, col of the copy's centre in the image)."""
-        kh, kw = self.k
-        H, W = self.y.shape[1:]
-        x = np.zeros((self.p.n_motifs, H + kh - 1, W + kw - 1), np.float32)
-        x[cols[0], cols[1] + kh // 2, cols[2] + kw // 2] = vals
-        self._setup_op((kh, kw), a, x)
+    def _window_model(self, n: int | None) -> np.ndarray:
+        """The model on the observed window from the copies (``_Solver._result``
+        asks for it): motif ``n``'s part, or (None) all of it."""
+        if self.omega is not None:
+            return super()._window_model(n)
+        return self._pool.model(n)
 
     def _correlation(self, r: np.ndarray) -> np.ndarray:
         """Correlation of the residual ``y - model`` (``(C, H, W)``, zero at
@@ -396,6 +404,9 @@ class _Pool:
         self.cp = np.zeros(0)
         self._L: float | None = None
         self._v: np.ndarray | None = None
+        # After ``keep_support``: the copies kept, of all (their motifs).
+        self._kept: np.ndarray | None = None
+        self._m_all = np.zeros(0, np.int64)
 
     @property
     def size(self) -> int:
@@ -507,11 +518,14 @@ class _Pool:
         if keep.all():
             return
         idx = np.flatnonzero(keep)
+        m_all = self.cols[0].copy()
         self.index[self.cols[0], self.cols[1], self.cols[2]] = -1
         self.cols, self.x = self.cols[:, idx], self.x[idx]
         self.index[self.cols[0], self.cols[1], self.cols[2]] = np.arange(len(idx))
-        # The refit needs only the Gram matrix.
-        self.blocks, self._tri = [], []
+        # The refit needs only the Gram matrix; the design's blocks stay
+        # for the model, over every copy there was (``_kept`` of them now).
+        self._tri = []
+        self._m_all, self._kept = m_all, idx
         self.G = self.G[idx][:, idx]
         self.c, self.s, self.cp = self.c[idx], self.s[:, idx], self.cp[idx]
         self._L, self._v = None, None
@@ -522,6 +536,24 @@ class _Pool:
     def bias(self) -> np.ndarray:
         """The background (normalised units) that is optimal for the activations."""
         return (self.ysum - self.s @ self.x) / self.n
+
+    def model(self, n: int | None = None) -> np.ndarray:
+        """``D x`` (motif ``n``'s copies only, unless None), ``(C, H, W)``."""
+        C, H, W = self.shape
+        if self._kept is None:
+            x, m = self.x, self.cols[0]
+        else:
+            m = self._m_all
+            x = np.zeros(len(m))
+            x[self._kept] = self.x
+        if n is not None:
+            x = np.where(m == n, x, 0.0)
+        out = np.zeros(C * H * W)
+        start = 0
+        for blk in self.blocks:
+            out += blk @ x[start : start + blk.shape[1]]
+            start += blk.shape[1]
+        return out.reshape(C, H, W)
 
     def residual(self, b: np.ndarray) -> np.ndarray:
         """``y - D x - b`` on the observed pixels, ``(C, H, W)`` float32."""

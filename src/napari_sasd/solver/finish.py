@@ -141,6 +141,13 @@ class _Finish:
             yield from self._fixed_stage(self.stage0 + 1, 0.0, debias, self.tol)
         return converged
 
+    def _window_model(self, n: int | None) -> np.ndarray:
+        """The model ``(C, H, W)`` on the observed window: motif ``n``'s part,
+        or (None) all of it. ``napari_sasd.locate`` has its own, from its copies."""
+        if n is None:
+            return self.op.image(self.op.combine(self.A, self.X))
+        return self.op.image(self.op.combine(self.A[n : n + 1], self.X[n : n + 1]))
+
     def _result(self, lam: float, converged: bool, params: dict[str, Any]) -> SolveResult:
         p = self.p
         kh, kw = self.k
@@ -156,13 +163,7 @@ class _Finish:
         denom = _dot(p.y, p.y) + 1e-12
         explained = np.array(
             [
-                np.sum(
-                    (
-                        self.op.image(self.op.combine(self.A[n : n + 1], self.X[n : n + 1]))
-                        * (1 if self.omega is None else self.omega)
-                    )
-                    ** 2
-                )
+                np.sum((self._window_model(n) * (1 if self.omega is None else self.omega)) ** 2)
                 / denom
                 for n in range(p.n_motifs)
             ]
@@ -170,7 +171,7 @@ class _Finish:
         order = np.argsort(-explained, kind="stable")
         a, x, explained = a[order], x[order], explained[order]
         a /= np.linalg.norm(a.reshape(len(a), -1), axis=1)[:, None, None, None]
-        model = self.op.image(self.op.combine(self.A, self.X)).astype(np.float64)
+        model = self._window_model(None).astype(np.float64)
         bias = self.b * p.scale + p.offset
         recon = model * p.scale + bias[:, None, None]
         if p.channel_axis is None:
