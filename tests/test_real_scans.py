@@ -14,7 +14,6 @@ import pytest
 
 from napari_sasd.detection import copy_maps, detect_copies
 from napari_sasd.flags import motif_flags
-from napari_sasd.ksize import suggest_kernel_size
 from napari_sasd.metrics import box_scores, precision_recall
 from napari_sasd.pipeline import analyse
 from napari_sasd.scars import ScarOptions, has_scars, mark_scars
@@ -89,16 +88,6 @@ def test_flags_tell_artefacts_from_defects():
     assert "texture" in flags[3]
     dense = motif_flags(blob[None], counts=[400], image_shape=(128, 128))
     assert dense == [["dense"]]
-
-
-@pytest.mark.parametrize("k", [12, 16, 20])
-def test_suggested_size_is_near_the_true_one(k):
-    sizes = [
-        suggest_kernel_size(make_synthetic((256, 256), k, 2, noise=0.05, seed=s).image)
-        for s in range(2)
-    ]
-    for got in sizes:
-        assert abs(got - k) <= 0.45 * k, sizes
 
 
 def test_analysis_leaves_scars_out_and_finds_the_defects():
