@@ -96,3 +96,43 @@ def test_learnt_motifs_are_catalogued_against_the_chosen_library(
     assert load_library(lib).names[0] == "Se vacancy" and len(load_library(lib)) == 2
     assert all(e["match"] is not None for e in widget.catalogue())
     assert not widget.motifs.add_new.enabled and "Added to kinds.sasdlib" in widget._status.value
+
+
+def test_locate_in_all_images_takes_every_slice_of_a_stack(viewer_widget, run_and_wait, qtbot):
+    # A 3-D stack of scans (3-D stack: Current slice only): learnt on its
+    # first slice, located in the two others and in the other 2-D image, each
+    # slice's defects where that slice's copies are (not another slice's).
+    from napari_sasd.metrics import precision_recall
+
+    viewer, widget = viewer_widget
+    kinds = make_synthetic((64, 64), K, 2, seed=1).kernels
+    truth = {}
+    planes = []
+    for i, seed in enumerate((11, 12, 13)):
+        planes.append(_scan(kinds, seed))
+        truth[f"stack [{i}]"] = np.concatenate(
+            make_synthetic((128, 128), K, 2, seed=seed).positions
+        )
+    viewer.add_image(np.stack(planes), name="stack")
+    viewer.add_image(_scan(kinds, 14), name="b")
+    truth["b"] = np.concatenate(make_synthetic((128, 128), K, 2, seed=14).positions)
+    widget._image.value = viewer.layers["stack"]
+    widget._stack.value = "slice"
+    viewer.dims.set_current_step(0, 0)
+    widget._k.value, widget._n.value = K, 2
+    assert run_and_wait(widget) == "done"
+    with qtbot.waitSignal(widget.all_located, timeout=120_000) as blocker:
+        widget.motifs.locate_all.clicked.emit(True)
+    assert blocker.args == [3]
+    names = [layer.name for layer in viewer.layers]
+    assert "stack [0] defects" not in names  # the slice learnt on: its own results
+    for name in ("stack [1]", "stack [2]", "b"):
+        pts = viewer.layers[f"{name} defects"]
+        assert pts.metadata[META_KEY]["params"]["mode"] == "locate"
+        found = np.asarray(pts.data)[:, -2:]
+        prec, rec = precision_recall(found, truth[name])
+        # (Half the copies of these scenes are too weak for the default
+        # significance, in the 2-D image as in the slices.)
+        assert prec >= 0.9 and rec >= 0.4, (name, prec, rec)
+        other = "stack [1]" if name != "stack [1]" else "stack [2]"
+        assert precision_recall(found, truth[other])[0] < 0.5

@@ -34,41 +34,76 @@ class LibraryActions:
         except LibraryError as exc:
             raise ValueError(str(exc)) from None
 
+    #: The slice of a stack the current "Locate in all images" run takes
+    #: (``RunSetup.prepare``); None: as the controls say.
+    _locate_plane: int | None = None
+
     def locate_everywhere(self, *_: Any) -> int:
-        """Locate the last result's motifs in every other open 2-D image, one
-        after the other (each as a run: results, thresholds, saving as usual).
+        """Locate the last result's motifs in every other open image, one after
+        the other (each as a run: results, thresholds, saving as usual).
+
+        Other 2-D images, and every slice of a 3-D stack when stacks are
+        stacks of scans (*3-D stack: Current slice only*), the slice the
+        motifs were learnt on left out; with motifs learnt on a spectroscopy
+        cube, the other cubes of as many energies. A slice's results are
+        named after it (``stack [3] defects``) and kept beside the others'.
 
         Returns
         -------
         int
-            The number of images queued; ``all_located`` is emitted at the end.
+            The number of images (slices) queued; ``all_located`` is emitted
+            at the end.
         """
         from napari.layers import Image
 
         if self.result is None or (self.runner is not None and self.runner.running):
             return 0
-        src = self.context.source if self.context is not None else None
-        targets = [
-            layer
-            for layer in self.viewer.layers
-            if isinstance(layer, Image) and layer is not src and layer.ndim == 2
-            and not layer.rgb and META_KEY not in layer.metadata
-        ]  # fmt: skip
+        ctx = self.context
+        src = ctx.source if ctx is not None else None
+        src_plane = ctx.key[4] if ctx is not None else None
+        kernels = np.asarray(self.result.kernels)
+        cube = kernels.ndim == 4
+        scans = self._stack.value == "slice"
+        targets: list[tuple[Any, int | None]] = []
+        for layer in self.viewer.layers:
+            if not isinstance(layer, Image) or layer.rgb or META_KEY in layer.metadata:
+                continue
+            if cube:
+                if (
+                    layer is not src
+                    and layer.ndim == 3
+                    and layer.data.shape[0] == kernels.shape[1]
+                ):
+                    targets.append((layer, None))
+            elif layer.ndim == 2 and layer is not src:
+                targets.append((layer, None))
+            elif layer.ndim == 3 and scans:
+                targets += [
+                    (layer, i) for i in range(layer.data.shape[0])
+                    if not (layer is src and i == src_plane)
+                ]  # fmt: skip
         if not targets:
-            self._status.value = "No other 2-D image is open to locate the motifs in."
+            self._status.value = (
+                "No other image of that kind is open to locate the motifs in"
+                + ("." if cube or scans else " (3-D stacks count as stacks of scans with "
+                   "'3-D stack: Current slice only').")
+            )  # fmt: skip
             return 0
-        self._locate_with = np.array(self.result.kernels, copy=True)
+        self._locate_with = np.array(kernels, copy=True)
         self._locate_queue, self._located = targets, 0
         self._next_located()
         return len(targets)
 
     def _next_located(self) -> None:
         while self._locate_queue:
-            layer = self._locate_queue.pop(0)
+            layer, plane = self._locate_queue.pop(0)
             if layer not in self.viewer.layers:
                 continue
             self._image.value = layer
-            if self.run():
+            self._locate_plane = plane
+            started = self.run()
+            self._locate_plane = None
+            if started:
                 return
         self._locate_with = None
         self.all_located.emit(self._located)

@@ -109,7 +109,7 @@ class ResultDisplay:
         ctx.image = analysis.data if analysis.lattice is None else analysis.data + analysis.lattice
         layer = ctx.source
         geometry = {
-            "source": layer.name,
+            "source": ctx.label or layer.name,
             "region": ctx.region,
             "scale": layer.scale,
             "translate": layer.translate,
@@ -130,7 +130,9 @@ class ResultDisplay:
         # Replace only the layers of this source's previous run in this widget,
         # found by run id: a renamed source still finds them, and result layers
         # the user opened from a bundle (same source name) are left alone.
-        prev = self._last_run.get(id(layer))
+        # (A slice's results replace only that slice's.)
+        slot = id(layer) if ctx.label is None else (id(layer), ctx.label)
+        prev = self._last_run.get(slot)
         if self._keep.value or prev is None:
             replace = []
         else:
@@ -149,7 +151,7 @@ class ResultDisplay:
             # The marks are in the scars layer now: a re-run that only changes
             # lambda finds the same key and re-locates.
             ctx.key = (*ctx.key[:-2], _digest(analysis.scars), ctx.key[-1])
-        self._last_run[id(layer)] = ctx.run_id
+        self._last_run[slot] = ctx.run_id
         self._points = next(lay for lay in shown if lay.metadata[META_KEY]["role"] == "defects")
         # Keep the source selected (result layers become the active ones).
         self.viewer.layers.selection.active = self._points

@@ -39,6 +39,10 @@ class RunContext:
     scars: np.ndarray | None = None
     started: float = field(default_factory=time.perf_counter)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: What the result layers are named after, when not the source's name: a
+    #: slice located by "Locate in all images" (its results kept beside the
+    #: other slices').
+    label: str | None = None
 
 
 class RunSetup:
@@ -75,7 +79,9 @@ class RunSetup:
                 "choose a smaller motif size or a larger region."
             )
         data = layer.data[0] if layer.multiscale else layer.data
-        cube = layer.ndim == 3 and v["stack_mode"] == "cube"
+        # "Locate in all images" names the slice of a stack it takes.
+        slice_of = getattr(self, "_locate_plane", None)
+        cube = layer.ndim == 3 and v["stack_mode"] == "cube" and slice_of is None
         if layer.ndim == 2:
             img = np.asarray(data[y0:y1, x0:x1], dtype=np.float64)
             plane = None
@@ -83,7 +89,7 @@ class RunSetup:
             img = np.asarray(data[:, y0:y1, x0:x1], dtype=np.float64)
             plane = "cube"
         else:
-            plane = self._plane_index(layer)[0]
+            plane = self._plane_index(layer)[0] if slice_of is None else int(slice_of)
             img = np.asarray(data[plane, y0:y1, x0:x1], dtype=np.float64)
         user_mask = self._mask_for(layer, region)
         # The scar marks the user corrected: used as they are, not marked again.
@@ -116,6 +122,7 @@ class RunSetup:
         ctx = RunContext(
             source=layer, region=region, image=img, key=key, seed=v["seed"], mask=user_mask,
             scars_layer=scars_layer, scars=scars,
+            label=None if slice_of is None else f"{layer.name} [{int(slice_of)}]",
         )  # fmt: skip
         # Same data and motif shape as last time, only lambda changed:
         # re-locate the current motifs (issue 15), a convex fit of the
