@@ -137,3 +137,21 @@ def test_library_commands_and_the_catalogue(tmp_path, capsys):
                          str(tmp_path / "c")], capsys)  # fmt: skip
     assert rc == 2 and "neither a motif library nor a result bundle" in "\n".join(err)
     assert not (tmp_path / "c").exists()
+
+
+def test_the_process_pool_draws_a_bar_over_files(tmp_path, capsys):
+    # --jobs N without dask: one bar over the files (as on a cluster),
+    # erased and redrawn under each file's line; none with --progress never.
+    src = _folder(tmp_path)
+    argv = ["solve", str(src), *FAST, "--jobs", "2", "--out", str(tmp_path / "o")]
+    rc, out, err = _run([*argv, "--progress", "always"], capsys)
+    text = "\n".join(err)
+    assert rc == 1 and len(out) == 3, err
+    assert "files [" in text and "0/4 files" in text and "3/4 files" in text
+    assert any(f"{src / 'broken.tif'}: " in e for e in err)
+    motifs = tmp_path / "o" / "img0.sasd"
+    loc = ["locate", "--motifs", str(motifs), str(src), "--jobs", "2"]
+    rc, out, err = _run([*loc, "--progress", "always", "--out", str(tmp_path / "l")], capsys)
+    assert rc == 1 and len(out) == 3 and "3/4 files" in "\n".join(err), err
+    rc, out, err = _run([*loc, "--progress", "never", "--out", str(tmp_path / "m")], capsys)
+    assert rc == 1 and "files [" not in "\n".join(err)

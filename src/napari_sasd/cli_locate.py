@@ -278,7 +278,7 @@ def _cmd_library(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _cmd_locate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .cli_args import progress_wanted
-    from .cli_solve import SolveOptions, inputs_and_names
+    from .cli_solve import SolveOptions, files_bar, files_report, inputs_and_names
 
     found = inputs_and_names(args, "locate", err)
     if found is None:
@@ -306,26 +306,10 @@ def _cmd_locate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     tasks = [(str(f), n) for f, n in zip(files, names, strict=True)]
     serial = args.jobs == 1 or len(files) == 1
     work = partial(_task, opts=opts, progress=progress and serial)
-    outcomes = _run_local(tasks, work, args.jobs, _writer(out, err))
+    # A lone run draws each file's progress, the process pool one bar over files.
+    bar = files_bar(err, len(tasks)) if progress and not serial else None
+    outcomes = _run_local(tasks, work, args.jobs, files_report(out, err, bar, len(tasks)))
     return 1 if not all(ok for ok, _ in outcomes) else 0
-
-
-def _writer(out: TextIO, err: TextIO, bar: Any = None, total: int = 0) -> Any:
-    """The report callback: a line per file (stdout done, stderr failed) and
-    the progress bar over files, redrawn under the lines."""
-    done = [0]
-
-    def report(ok: bool, msg: str) -> None:
-        if bar is not None:
-            bar.close()
-        stream = out if ok else err
-        stream.write(msg + "\n")
-        stream.flush()
-        done[0] += 1
-        if bar is not None and done[0] < total:
-            bar.update(done[0] / total, f"{done[0]}/{total} files", force=True)
-
-    return report
 
 
 def _task(task: tuple[str, str], opts: SolveOptions, progress: bool = False) -> tuple[bool, str]:
@@ -358,18 +342,16 @@ def run_on_cluster(
     """``--scheduler`` / ``--dask``: the files as tasks on dask.distributed, a
     progress bar over files (exit status)."""
     from .cli_args import progress_wanted
-    from .cli_solve import ProgressBar
+    from .cli_solve import files_bar, files_report
     from .distributed import DaskMissing, run_distributed
 
     progress = progress_wanted(args.progress, err)
     tasks = [(str(f), n) for f, n in zip(files, names, strict=True)]
-    bar = ProgressBar("files", err) if progress else None
-    if bar is not None:
-        bar.update(0.0, f"0/{len(tasks)} files", force=True)
+    bar = files_bar(err, len(tasks)) if progress else None
     try:
         outcomes = run_distributed(
             tasks, partial(_task, opts=opts), address=args.scheduler, n_workers=args.dask,
-            report=_writer(out, err, bar, len(tasks)), label=_label,
+            report=files_report(out, err, bar, len(tasks)), label=_label,
         )  # fmt: skip
     except DaskMissing as exc:
         err.write(f"{PROG}: {exc}\n")

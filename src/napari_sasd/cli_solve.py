@@ -10,6 +10,7 @@ import argparse
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -76,6 +77,34 @@ class ProgressBar:
         """Erase the bar's line."""
         self.stream.write("\r" + " " * (len(self.label) + self.width + 30) + "\r")
         self.stream.flush()
+
+
+def files_report(
+    out: TextIO, err: TextIO, bar: ProgressBar | None = None, total: int = 0
+) -> Callable[[bool, str], None]:
+    """The report callback of a command over files: a line per file (stdout
+    done, stderr failed) and the progress bar over files, redrawn under the
+    lines (the local and the dask runners alike)."""
+    done = [0]
+
+    def report(ok: bool, msg: str) -> None:
+        if bar is not None:
+            bar.close()
+        stream = out if ok else err
+        stream.write(msg + "\n")
+        stream.flush()
+        done[0] += 1
+        if bar is not None and done[0] < total:
+            bar.update(done[0] / total, f"{done[0]}/{total} files", force=True)
+
+    return report
+
+
+def files_bar(err: TextIO, total: int) -> ProgressBar:
+    """The progress bar over ``total`` files, drawn at 0."""
+    bar = ProgressBar("files", err)
+    bar.update(0.0, f"0/{total} files", force=True)
+    return bar
 
 
 def solve_file(
@@ -296,16 +325,14 @@ def _cmd_solve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.scheduler or args.dask:
         return run_on_cluster(files, names, opts, args, out, err)
 
-    def report(ok: bool, msg: str) -> None:
-        stream = out if ok else err
-        stream.write(msg + "\n")
-        stream.flush()
-
     # Processes, not threads, for --jobs: the solver is numpy/FFT-bound and
-    # holds the GIL between calls. Only a lone run draws a progress bar.
+    # holds the GIL between calls. A lone run draws each file's progress,
+    # the process pool one bar over the files.
     serial = args.jobs == 1 or len(files) == 1
     work = partial(_run_task, opts=opts, progress=progress and serial)
     tasks = [(str(f), name) for f, name in zip(files, names, strict=True)]
+    bar = files_bar(err, len(tasks)) if progress and not serial else None
+    report = files_report(out, err, bar, len(tasks))
     outcomes = run_batch(tasks, work, jobs=args.jobs, report=report, label=_task_label)
     return 1 if not all(ok for ok, _ in outcomes) else 0
 
