@@ -2,7 +2,9 @@
 
 - WSe2 (``../shared/data/wse2_mlstm``, human-labelled boxes): per scan the
   median box side, half of it (the k ``bench_real.py`` uses), the suggested
-  k, its ratio to the box and the time of the suggestion (1024 x 1024);
+  k, its ratio to the box and the time of the suggestion (1024 x 1024); and
+  as a stand-in for other scans of the kind, the suggestion on the scan
+  binned 2 x 2 (times 2) and on each quarter;
 - FeSe (Nanonis ``.sxm``) and Si(111)-7x7 (SPIEPy ``.dat``): the suggested k
   beside the size a person would pick (from the scan's README and by eye);
 - the synthetic generator (``make_synthetic``, two motifs, 0.3 copies per
@@ -110,14 +112,21 @@ def main(argv: list[str] | None = None) -> int:
         out("WSe2 (1024 x 1024 px; boxes: human labels)")
         out("")
         out("| scan | boxes | median box | half box | suggested k | k / box | scale | voters "
-            "| time |")  # fmt: skip
-        out("|---|---|---|---|---|---|---|---|---|")
+            "| time | 2 x k at half resolution | k of the four 512 x 512 quarters |")  # fmt: skip
+        out("|---|---|---|---|---|---|---|---|---|---|---|")
         items = wse2()
         for name, img, boxes in items:
             box = float(np.median(boxes[:, 2:]))
             k, s, n, secs = suggest(flatten(img))
+            # The same scan at another resolution or field of view should
+            # give the same size in nm: checks that nothing is tuned to pixels.
+            h, w = img.shape[0] // 2, img.shape[1] // 2
+            half = suggest(flatten(img[: 2 * h, : 2 * w].reshape(h, 2, w, 2).mean(axis=(1, 3))))
+            quarters = [
+                suggest(flatten(img[a : a + h, b : b + w]))[0] for a in (0, h) for b in (0, w)
+            ]
             out(f"| {name} | {len(boxes)} | {box:.0f} | {box / 2:.0f} | {k} | {k / box:.2f} "
-                f"| {s:.1f} | {n} | {secs:.2f} s |")  # fmt: skip
+                f"| {s:.1f} | {n} | {secs:.2f} s | {2 * half[0]} | {quarters} |")  # fmt: skip
         if args.analyse:
             from napari_sasd.metrics import box_scores
             from napari_sasd.pipeline import analyse

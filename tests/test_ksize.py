@@ -130,3 +130,6 @@ def test_wse2_suggestions_fall_between_half_a_box_and_a_box():
         # bench_ksize --analyse: F1 is flat from half a box to a box and
         # falls at 1.25 box.
         assert 0.5 * box <= k <= 1.1 * box, (name, k, box)
+        # The same scan binned 2 x 2: the same size in nm, half in pixels.
+        half = suggest_kernel_size(flatten(img.reshape(512, 2, 512, 2).mean(axis=(1, 3))))
+        assert abs(2 * half - k) <= 0.15 * k, (name, k, half)
