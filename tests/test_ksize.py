@@ -133,3 +133,27 @@ def test_wse2_suggestions_fall_between_half_a_box_and_a_box():
         # The same scan binned 2 x 2: the same size in nm, half in pixels.
         half = suggest_kernel_size(flatten(img.reshape(512, 2, 512, 2).mean(axis=(1, 3))))
         assert abs(2 * half - k) <= 0.15 * k, (name, k, half)
+
+
+def test_command_line_k_auto_solves_at_the_suggested_size(tmp_path):
+    import tifffile
+
+    from napari_sasd.bundle import load_bundle
+    from napari_sasd.cli import main
+    from napari_sasd.flatten import flatten
+
+    img = _scene(16, 2).image
+    tif = tmp_path / "scan.tif"
+    tifffile.imwrite(tif, img.astype(np.float32))
+    out = tmp_path / "res"
+    args = ["solve", str(tif), "-k", "auto", "-n", "1", "--max-iter", "20", "--progress", "never"]
+    assert main([*args, "--out", str(out)]) == 0
+    k = suggest_kernel_size(flatten(img.astype(np.float32)))
+    assert 0.6 * 16 <= k <= 1.2 * 16
+    assert load_bundle(out / "scan.sasd").kernels.shape == (1, k, k)
+
+
+def test_a_long_cube_is_grouped_not_refused():
+    d = make_synthetic((128, 128), 12, 1, n_channels=3, noise=0.05, copies_per_area=0.3, seed=1)
+    cube = np.repeat(d.image, 10, axis=0)  # 30 channels, neighbours alike
+    assert suggest_kernel_size(cube) == suggest_kernel_size(d.image)

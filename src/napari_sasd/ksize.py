@@ -48,6 +48,8 @@ SIZE_PER_SIGMA = 6.0
 SIGNIFICANCE = 8.0
 #: Fewest significant blobs for a mode; with fewer, the threshold is halved.
 MIN_BLOBS = 4
+#: Most channels examined apart (more are averaged in this many groups).
+MAX_CHANNELS = 8
 #: Scales per octave of the scale space.
 PER_OCTAVE = 4
 #: Width (octaves) of the kernel that smooths the histogram of blob scales.
@@ -153,6 +155,10 @@ def kernel_size_evidence(
             f"suggest_kernel_size needs an (H, W) image or (C, H, W) stack of at least "
             f"{4 * k_min} px a side, got {np.shape(image)}"
         )
+    if len(z) > MAX_CHANNELS:
+        # A spectroscopy cube's neighbouring energies look alike: averaged in
+        # MAX_CHANNELS groups, the cost stays that of a few images.
+        z = np.stack([g.mean(axis=0) for g in np.array_split(z, MAX_CHANNELS)])
     ok = np.isfinite(z).all(axis=0)
     if mask is not None:
         m = np.asarray(mask, bool)
