@@ -154,6 +154,7 @@ def test_command_line_k_auto_solves_at_the_suggested_size(tmp_path):
 
 
 def test_a_long_cube_is_grouped_not_refused():
-    d = make_synthetic((128, 128), 12, 1, n_channels=3, noise=0.05, copies_per_area=0.3, seed=1)
+    d = make_synthetic((192, 192), 12, 1, n_channels=3, noise=0.05, copies_per_area=0.3, seed=1)
     cube = np.repeat(d.image, 10, axis=0)  # 30 channels, neighbours alike
-    assert suggest_kernel_size(cube) == suggest_kernel_size(d.image)
+    plain, grouped = suggest_kernel_size(d.image), suggest_kernel_size(cube)
+    assert abs(grouped - plain) <= 2 and 7 <= grouped <= 15, (plain, grouped)

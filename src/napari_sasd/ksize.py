@@ -25,8 +25,9 @@ automatic scale selection: a Gaussian blob of std ``s`` answers most at scale
 stands out among the local maxima at its scale (robust z-score: the bulk of
 the maxima are noise, lattice remnants and streak ends; defects are the
 outliers), and once (not again inside a more significant one). The scale is
-the *mode* of the counted blobs' scales, the size most defects share; not the
-scale of the strongest blobs, which on real scans are the rare large ones.
+the *mode* of the counted blobs' scales (each vote weighs up to twice, by its
+significance), the size most defects share; not the scale of the strongest
+blobs, which on real scans are the rare large ones.
 
 Everything runs on an image pyramid (each octave of scales on the map halved
 in size), in well under a second on 1024 x 1024.
@@ -46,6 +47,10 @@ __all__ = ["SizeEvidence", "kernel_size_evidence", "suggest_kernel_size"]
 SIZE_PER_SIGMA = 6.0
 #: Robust z-score (among a scale's local maxima) a blob must reach to vote.
 SIGNIFICANCE = 8.0
+#: A vote weighs its significance over the threshold, at most this much: a
+#: noise outlier just past the threshold counts less than a clear defect,
+#: while a few very strong blobs cannot outvote many typical ones.
+VOTE_CAP = 2.0
 #: Fewest significant blobs for a mode; with fewer, the threshold is halved.
 MIN_BLOBS = 4
 #: Most channels examined apart (more are averaged in this many groups).
@@ -181,7 +186,7 @@ def kernel_size_evidence(
     cand = _blobs(dep, ok, sigmas)
     blobs, thr = _voters(cand)
     if len(blobs):
-        sigma = _mode(blobs[:, 2])
+        sigma = _mode(blobs[:, 2], np.minimum(blobs[:, 3] / thr, VOTE_CAP))
     else:
         # A flat image: nothing stands out; the smallest size wastes least.
         sigma = lo
@@ -408,12 +413,13 @@ def _voters(cand: np.ndarray) -> tuple[np.ndarray, float]:
     return c[kept], float(thr)
 
 
-def _mode(sigmas: np.ndarray) -> float:
-    """The most common scale: peak of the smoothed histogram of log2 scales,
-    refined as the median of the scales within half an octave of it."""
+def _mode(sigmas: np.ndarray, w: np.ndarray) -> float:
+    """The most common scale: peak of the smoothed, weighted histogram of
+    log2 scales, refined as the median of the scales within half an octave
+    of it."""
     ls = np.log2(sigmas)
     grid = np.linspace(ls.min() - 0.5, ls.max() + 0.5, 200)
-    dens = np.exp(-0.5 * ((grid[:, None] - ls[None]) / MODE_BANDWIDTH) ** 2).sum(axis=1)
+    dens = np.exp(-0.5 * ((grid[:, None] - ls[None]) / MODE_BANDWIDTH) ** 2) @ w
     peak = grid[int(np.argmax(dens))]
     near = ls[np.abs(ls - peak) <= 0.5]
     return float(2.0 ** np.median(near))
