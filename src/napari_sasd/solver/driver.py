@@ -24,6 +24,8 @@ from .tuning import (
     DISCOVERY_EARLY,
     DISCOVERY_FINAL,
     DISCOVERY_FINAL_ONE,
+    EXACT_FINISH,
+    EXACT_FINISH_ROUNDS,
     SETTLE_DIRECT,
     STAGE_ITERS,
 )
@@ -121,11 +123,17 @@ class _Solver(_Discovery, _JointRefinement, _Finish, _Recentring, _Iteration):
         # Iteration budget: short early stages, a longer stage at the target
         # lambda, then the polish on the k x k support.
         early, final, polish, debias = STAGE_ITERS
+        # The whole-image refit gives way to the exact finish (below), but
+        # stays for copies too dense for it.
+        refit = debias
+        debias = 0 if EXACT_FINISH else debias
         if direct and N == 1:
             # From a crop's motif the polish only refines: measured at 256^2
             # and 512^2, 15 + 10 iterations keep every seed >= 0.998 (30 + 20
             # gained < 0.002 similarity and no recall).
             polish, debias = DIRECT_ITERS
+            refit = debias
+            debias = 0 if EXACT_FINISH else debias
         disc_final = DISCOVERY_FINAL if N > 1 else DISCOVERY_FINAL_ONE
         settle_iters = SETTLE_DIRECT[N > 1]
         n_disc = N if discover else 0
@@ -137,6 +145,7 @@ class _Solver(_Discovery, _JointRefinement, _Finish, _Recentring, _Iteration):
                 total += early * (len(joint) - 1) + final
             if crop_joint:
                 total += 2 * early + final * (1 + CROP_JOINT_MORE)
+            total += EXACT_FINISH_ROUNDS * EXACT_FINISH
             return total + polish + debias + 2 * early * settle + settle_iters * direct
 
         total = budget()
@@ -147,6 +156,7 @@ class _Solver(_Discovery, _JointRefinement, _Finish, _Recentring, _Iteration):
             )
             settle_iters = max(2, int(settle_iters * f))
             polish, debias = max(2, int(polish * f)), int(debias * f)
+            refit = int(refit * f)
             total = budget()
         self.total = total
         self.n_stages = n_disc * len(full) + len(joint) + 2 + (debias > 0)
@@ -187,5 +197,16 @@ class _Solver(_Discovery, _JointRefinement, _Finish, _Recentring, _Iteration):
             wins = yield from self._joint_on_crop(list(self.a), lam, early, final)
             a, x = self._direct_start(wins)
             converged = yield from self._finish(lam, a, x, True, *finish)
+        if EXACT_FINISH:
+            from ..locate import exact_finish, exact_finish_fits
+
+            if exact_finish_fits(self):
+                converged = (yield from exact_finish(self, lam)) and converged
+            elif refit:
+                # Copies too dense for the working set: the whole-image refit
+                # on the found support (the windowed model).
+                self.support = self.support * (self.x != 0)
+                self.n_stages = max(self.n_stages, self.stage0 + 2)
+                yield from self._fixed_stage(self.stage0 + 1, 0.0, refit, self.tol)
         self.total = self.iteration
         return self._result(lam, converged, params)
