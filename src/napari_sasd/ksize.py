@@ -190,9 +190,10 @@ def kernel_size_evidence(
     else:
         # A flat image: nothing stands out; the smallest size wastes least.
         sigma = lo
-    k = round(SIZE_PER_SIGMA * sigma)
-    k = min(max(k, k_min), k_max)
-    return SizeEvidence(k=int(k | 1), sigma=float(sigma), blobs=blobs, significance=thr)
+    k = min(max(round(SIZE_PER_SIGMA * sigma), k_min), k_max) | 1
+    if k > k_max > k_min:
+        k -= 2  # odd, and not past an even k_max
+    return SizeEvidence(k=int(k), sigma=float(sigma), blobs=blobs, significance=thr)
 
 
 def _scars(z: np.ndarray, ok: np.ndarray) -> np.ndarray:
