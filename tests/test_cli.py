@@ -10,6 +10,7 @@ import tifffile
 
 from napari_sasd.bundle import load_bundle
 from napari_sasd.cli import ProgressBar, main
+from napari_sasd.detection import DEFAULT_SIGNIFICANCE
 from napari_sasd.synthetic import make_synthetic
 
 FAST = ["-k", "8", "-n", "2", "--max-iter", "30", "--progress", "never"]
@@ -49,8 +50,9 @@ def test_sample_then_solve(tmp_path, capsys):
     assert f"defects {counts}," in line
     # The default threshold: a significance against each motif's noise (issue 14).
     assert r["threshold_per_motif"] is False and len(r["threshold"]) == 2
-    assert r["significance"] == 4.0 and len(r["motif_flags"]) == 2
-    assert r["threshold"] == pytest.approx([4.0 * v for v in r["noise_per_motif"]])
+    assert r["significance"] == DEFAULT_SIGNIFICANCE and len(r["motif_flags"]) == 2
+    z = DEFAULT_SIGNIFICANCE
+    assert r["threshold"] == pytest.approx([z * v for v in r["noise_per_motif"]])
     assert (out / "topo.sasd" / "quicklook.png").stat().st_size > 1000  # issue 16
     assert not (out / "topo.sasd" / "spectra.csv").exists()  # a single image has none
 

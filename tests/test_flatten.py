@@ -86,3 +86,26 @@ def test_bad_input():
         flatten(np.zeros(5))
     with pytest.raises(ValueError, match="mask"):
         flatten(np.zeros((4, 4)), mask=np.ones((3, 4), bool))
+
+
+def test_columns_remove_the_scan_start_band_and_keep_defects_and_lattice():
+    rng = np.random.default_rng(0)
+    h, w = 200, 240
+    yy, xx = np.mgrid[:h, :w]
+    # Every line starts low and settles over ~25 px (the tip after a turnaround),
+    # with its own offset; a fine lattice (5 px stripes) and two defects on top.
+    band = -3.0 * np.exp(-xx / 8.0)
+    lattice = 0.3 * np.cos(2 * np.pi * xx / 5.0)
+    defects = -2.0 * (np.hypot(yy - 60, xx - 100) < 6) - 2.0 * (np.hypot(yy - 150, xx - 170) < 6)
+    offsets = rng.normal(0, 1, (h, 1))
+    z = band + lattice + defects + offsets + rng.normal(0, 0.05, (h, w))
+    kept = flatten(z)
+    out = flatten(z, columns=True)
+    # Without the term the band stays; with it, it goes (to the noise level).
+    assert np.abs(np.median(kept[:, :4], axis=0)).max() > 1.0
+    assert np.abs(np.median(out[:, :4], axis=0)).max() < 0.2
+    # The lattice's stripes are not taken for the line shape, the defects stay.
+    assert np.corrcoef(out[100, 40:200], lattice[100, 40:200])[0, 1] > 0.95
+    assert out[60, 100] - np.median(out[60]) == pytest.approx(-2.0, abs=0.3)
+    # Off by default: the old behaviour for callers that do not ask.
+    assert np.array_equal(flatten(z), flatten(z, columns=False))

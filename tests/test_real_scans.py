@@ -16,7 +16,7 @@ from napari_sasd.detection import copy_maps, detect_copies
 from napari_sasd.flags import motif_flags
 from napari_sasd.metrics import box_scores, precision_recall
 from napari_sasd.pipeline import analyse
-from napari_sasd.scars import ScarOptions, has_scars, mark_scars
+from napari_sasd.scars import ScarOptions, defect_cores, has_scars, mark_scars
 from napari_sasd.synthetic import make_synthetic
 
 
@@ -47,6 +47,46 @@ def test_mark_scars_finds_streaks_not_defects():
     assert marked[defects & ~truth].mean() < 0.02
     assert not has_scars(mark_scars(data.image, opts))
     assert has_scars(marked)
+
+
+def test_defect_cores_keep_tall_blobs_in_the_fit_and_not_streaks():
+    rng = np.random.default_rng(1)
+    h = w = 256
+    yy, xx = np.mgrid[:h, :w]
+    centres = [(40, 50), (120, 200), (200, 90), (60, 180)]
+    # Dark defects elongated along the scan lines (as STM smears them), 20 x 10 px.
+    img = sum(-1.0 * np.exp(-(((xx - c) / 8.0) ** 2) - ((yy - r) / 4.0) ** 2) for r, c in centres)
+    streak, truth = _streaks((h, w), 25, 0.8, rng)
+    z = img + streak + rng.normal(0, 0.05, (h, w))
+    marked = mark_scars(z)
+    cores = defect_cores(z, 20)
+    centre = np.zeros((h, w), bool)
+    for r, c in centres:
+        centre[r - 2 : r + 3, c - 4 : c + 5] = True
+    # mark_scars alone takes part of the defects' centres for scars ...
+    assert marked[centre].mean() > 0.2
+    # ... the cores cover them, and leave the streaks to be marked.
+    assert cores[centre].mean() > 0.95
+    assert (marked & ~cores)[truth & ~centre].mean() > 0.7
+    assert (marked & ~cores)[centre].mean() < 0.05
+
+
+def test_flags_keep_the_strongest_motif_and_call_near_threshold_ones_weak():
+    k = 15
+    yy, xx = np.mgrid[:k, :k]
+    streaky_defect = np.exp(-(((xx - 7) / 6.0) ** 2) - ((yy - 7) / 1.2) ** 2)
+    blob = np.exp(-((yy - 7) ** 2 + (xx - 7) ** 2) / 6.0)
+    # By shape alone, a defect smeared along the lines looks like a streak ...
+    assert "scan lines" in motif_flags(streaky_defect[None])[0]
+    # ... but when its copies are the most significant it stays a defect,
+    # and a motif whose copies barely pass the threshold is weak.
+    flags = motif_flags(np.stack([streaky_defect, blob]), strength=[2.5, 1.1])
+    assert flags == [[], ["weak"]]
+    # A fainter second kind that is clearly above the noise is not weak.
+    assert motif_flags(np.stack([blob, blob]), strength=[10.0, 4.0]) == [[], []]
+    # Dense copies stay flagged even on the strongest motif.
+    dense = motif_flags(blob[None].repeat(2, 0), [400, 1], (128, 128), strength=[3.0, 1.0])
+    assert dense == [["dense"], ["weak"]]
 
 
 def test_copy_cluster_gives_one_point_and_threshold_follows_noise():

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from qtpy.QtCore import QTimer
 
+from napari_sasd.detection import DEFAULT_SIGNIFICANCE
 from napari_sasd.layers import META_KEY, motif_rgba
 from napari_sasd.metrics import match_motifs
 from napari_sasd.widget import _camera
@@ -83,7 +84,8 @@ def test_significance_slider_updates_points_without_solving(
     viewer, widget = viewer_widget
     viewer.add_image(small_image.image, name="img")
     _setup(widget)
-    assert widget._threshold.value == pytest.approx(4.0)  # the default significance
+    # the default significance, the same as the command line's
+    assert widget._threshold.value == pytest.approx(DEFAULT_SIGNIFICANCE)
     assert run_and_wait(widget) == "done"
     runner, result = widget.runner, widget.result
     analysis = widget.analysis.analysis

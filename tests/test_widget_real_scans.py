@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_sasd.detection import DEFAULT_SIGNIFICANCE
 from napari_sasd.layers import META_KEY
 
 K = 10
@@ -216,7 +217,7 @@ def test_dock_bundle_records_what_the_command_line_records(
     keys = set(analysis_record(widget.analysis.analysis)) | {"threshold", "flatten"}
     assert keys <= set(cli) and keys <= set(dock), (keys - set(cli), keys - set(dock))
     assert dock["flatten"] == cli["flatten"] == "both"
-    assert dock["significance"] == 6.0 and cli["significance"] == 4.0
+    assert dock["significance"] == 6.0 and cli["significance"] == DEFAULT_SIGNIFICANCE
     noise = widget.analysis.analysis.copies.noise
     assert dock["noise_per_motif"] == pytest.approx(noise.tolist())
     assert dock["threshold"] == pytest.approx((6.0 * noise).tolist())

@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--flatten",
         choices=("auto", "none", "plane", "lines", "both"),
         default="auto",
-        help="remove a plane and/or scan-line offsets first; auto (default): both",
+        help="remove a plane and/or scan-line offsets first; auto (default): both, and the "
+        "line shape all scan lines share (the scan-start band)",
     )
     s.add_argument(
         "--scars",

@@ -144,11 +144,15 @@ def solve_file(
         region = [y0, x0, y1, x1]
     raw = data  # the measured values, for the spectra
     mode = opts.flatten
+    # auto: every scan needs it (tilt, line offsets), pictures of scans too,
+    # and the line shape all lines share (the scan-start band), as analyse does.
+    shape = mode == "auto"
     if mode == "auto":
-        # Every scan needs it (tilt, line offsets), pictures of scans too.
         mode = "both"
     if mode != "none":
-        data = flatten(data, plane=mode in ("plane", "both"), lines=mode in ("lines", "both"))
+        data = flatten(
+            data, plane=mode in ("plane", "both"), lines=mode in ("lines", "both"), columns=shape
+        )
     kernel_size = opts.kernel_size
     if kernel_size is None and opts.locate is None:
         k = suggest_kernel_size(

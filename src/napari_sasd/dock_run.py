@@ -19,9 +19,8 @@ from typing import Any
 import numpy as np
 
 from .detection import CopyMaps, copy_maps, detect_copies, merge_motifs
-from .flags import motif_flags
 from .peaks import Defects
-from .pipeline import Analysis, iter_analyse, without_artefacts
+from .pipeline import Analysis, flag_motifs, iter_analyse, without_artefacts
 from .result import SolveProgress, SolveResult
 
 __all__ = ["Candidates", "DockAnalysis", "iter_dock_analysis", "iter_dock_locate"]
@@ -125,7 +124,7 @@ def iter_dock_locate(
     mask = kwargs.get("mask")
     copies = copy_maps(result.activations, result.kernels, data - recon, mask)
     every = detect_copies(copies, significance)
-    flags = motif_flags(result.kernels, every.counts(result.n_motifs), data.shape[-2:])
+    flags = flag_motifs(result.kernels, copies, every, data.shape[-2:], significance)
     settings = dict(info or {})
     settings.update(significance=float(significance), keep_artefacts=bool(keep_artefacts))
     analysis = Analysis(

@@ -5,14 +5,30 @@ line (tip changes, drift, feedback). Both swamp the motifs, so they are
 removed before solving. Gwyddion/pySPM do the same ("plane level" and "align
 rows, median"); this is the few lines of numpy it takes, NaN-aware and with a
 mask, without pulling in an SPM package.
+
+A third, optional term is the line shape every scan line shares: the tip
+settles after each turnaround, so the first tens of pixels of every line
+sit lower or higher (a dark or bright band along the scan's start edge), and
+the fast scanner's non-linearity bends every line alike. Line offsets cannot
+remove it; a motif learns it, and copies line up along the band. It is the
+column profile of a two-way (row + column) median model, as in Tukey's
+median polish.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike
+from scipy import ndimage
 
-__all__ = ["flatten"]
+__all__ = ["COLUMN_SMOOTH", "flatten"]
+
+#: Width (pixels) of the running median that smooths the shared line shape
+#: (``columns=True``): it keeps a turnaround band or a bow (monotone over tens
+#: of pixels, which a running median passes unchanged) and leaves out any
+#: periodic stripes shorter than this -- an atomic lattice's columns, a few
+#: pixels per period on the scans seen -- which belong to the lattice term.
+COLUMN_SMOOTH = 21
 
 
 def flatten(
@@ -20,8 +36,10 @@ def flatten(
     plane: bool = True,
     lines: bool = True,
     mask: ArrayLike | None = None,
+    columns: bool = False,
 ) -> np.ndarray:
-    """Remove a least-squares plane and per-scan-line offsets.
+    """Remove a least-squares plane, per-scan-line offsets and, optionally,
+    the line shape all scan lines share.
 
     Parameters
     ----------
@@ -40,6 +58,13 @@ def flatten(
         excludes e.g. large adsorbates or a step). The correction is still
         applied to every pixel. A row with no background pixel keeps its
         offset.
+    columns : bool
+        Also subtract the line shape every scan line shares: the median of
+        each column over the lines, smoothed along the line by a running
+        median (:data:`COLUMN_SMOOTH` px), then the line offsets again. The
+        scan-start band of STM scans goes; defects (a few lines each) do not
+        move a column's median. Off by default; the analysis
+        (:func:`napari_sasd.pipeline.analyse`) turns it on.
 
     Returns
     -------
@@ -67,7 +92,26 @@ def flatten(
     stack = img.reshape(-1, h, w)
     for frame in stack:  # views into img: corrected in place
         _flatten_2d(frame, plane, lines, use)
+        if columns:
+            _remove_line_shape(frame, use & np.isfinite(frame))
     return img
+
+
+def _remove_line_shape(z: np.ndarray, ok: np.ndarray) -> None:
+    cols = ok.any(axis=0)
+    if cols.sum() < 3:
+        return
+    prof = np.zeros(z.shape[1])
+    for j in np.flatnonzero(cols):
+        prof[j] = np.median(z[ok[:, j], j])
+    # Unobserved columns take their nearest observed neighbour's value, so
+    # the running median does not see zeros there.
+    idx = np.flatnonzero(cols)
+    prof = prof[idx[np.clip(np.searchsorted(idx, np.arange(z.shape[1])), 0, len(idx) - 1)]]
+    size = min(COLUMN_SMOOTH, 2 * (z.shape[1] // 2) - 1)
+    prof = ndimage.median_filter(prof, size=max(size, 1), mode="nearest")
+    z -= prof[None, :]
+    _row_medians(z, ok)
 
 
 def _row_medians(z: np.ndarray, ok: np.ndarray) -> None:

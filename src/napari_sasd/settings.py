@@ -31,11 +31,11 @@ DEFAULTS: dict[str, Any] = {
     "with_reconstruction": False,
     "keep_previous": False,
     # Real scans (issue 14): scars left out and the lattice removed when the
-    # image shows them, copies counted above 4 x their local noise, copies
+    # image shows them, copies counted above 5 x their local noise, copies
     # of motifs that look like scan artefacts not counted.
     "scars": True,
     "lattice": True,
-    "significance": 4.0,
+    "significance": 5.0,  # detection.DEFAULT_SIGNIFICANCE (tests check they agree)
     "keep_artefacts": False,
 }
 #: Ranges of the numeric parameters (the widget's spin boxes use them too).

@@ -143,7 +143,7 @@ class RunSetup:
             # no scar marking or lattice removal (the motifs were learnt on
             # their own data).
             if v["flatten"]:
-                img = flatten(img, plane=True, lines=True, mask=mask)
+                img = flatten(img, plane=True, lines=True, mask=mask, columns=True)
             kwargs = {
                 "solve": iter_dock_locate, "locate": iter_locate, "kernels": known,
                 "info": {"flatten": v["flatten"]}, **common, **detect,

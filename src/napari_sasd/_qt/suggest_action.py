@@ -78,5 +78,5 @@ def _suggest(img, mask: np.ndarray | None, flat: bool) -> int:
 
     z = np.asarray(img, dtype=np.float64)
     if flat:
-        z = flatten(z, plane=True, lines=True, mask=mask)
+        z = flatten(z, plane=True, lines=True, mask=mask, columns=True)
     return suggest_kernel_size(z, mask)
