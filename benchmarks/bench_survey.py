@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument(
-        "--repeats", type=int, default=3, help="timings of solve and locate (fastest kept)"
+        "--repeats", type=int, default=5, help="timings of solve and locate (fastest kept)"
     )
     ap.add_argument("--large", type=int, default=8192)
     ap.add_argument("--skip", nargs="*", default=[], choices=("survey", "sizes", "tiled"))

@@ -17,7 +17,7 @@ from the peaks of the data's correlation with the motifs by the copies whose
 correlation with the residual still passes lambda (one transform of the image
 per round, the solver's operator); on the set, the lasso is solved by FISTA
 on its sparse Gram matrix (the copies' overlaps), which is tiny next to the
-image. About six rounds reach the optimum (0.13-0.16x a 512^2 solve).
+image. About six rounds reach the optimum (0.15-0.18x a 512^2 solve).
 """
 
 from __future__ import annotations
