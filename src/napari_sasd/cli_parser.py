@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         metavar="K",
         help="motif size in pixels: K or KHxKW (a defect with its halo), or 'auto' "
-        "(suggested per image from its dominant blob scale)",
+        "(suggested per image: the typical defect size)",
     )
     s.add_argument(
         "-n",

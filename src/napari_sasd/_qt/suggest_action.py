@@ -58,7 +58,7 @@ class SuggestAction:
         k = int(min(max(k, lo), hi))
         self._k.value = k
         self._status.value = (
-            f"Suggested motif size: {k} px (the region's dominant blob scale with its halo)."
+            f"Suggested motif size: {k} px (the typical defect's size in the region)."
         )
         save_settings(self._values())
         self.size_suggested.emit(k)
