@@ -82,6 +82,9 @@ def test_flags_keep_the_strongest_motif_and_call_near_threshold_ones_weak():
     # and a motif whose copies barely pass the threshold is weak.
     flags = motif_flags(np.stack([streaky_defect, blob]), strength=[2.5, 1.1])
     assert flags == [[], ["weak"]]
+    # Two huge copies (large bright defects) do not outrank forty clear ones.
+    few_big = motif_flags(np.stack([blob, blob]), strength=[1.45, 4.6], evidence=[32.0, 9.2])
+    assert few_big == [[], []]
     # A fainter second kind that is clearly above the noise is not weak.
     assert motif_flags(np.stack([blob, blob]), strength=[10.0, 4.0]) == [[], []]
     # Dense copies stay flagged even on the strongest motif.

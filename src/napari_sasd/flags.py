@@ -125,6 +125,7 @@ def motif_flags(
     counts: ArrayLike | None = None,
     image_shape: tuple[int, int] | None = None,
     strength: ArrayLike | None = None,
+    evidence: ArrayLike | None = None,
 ) -> list[list[str]]:
     """Artefact flags per motif.
 
@@ -141,6 +142,10 @@ def motif_flags(
         detection threshold (NaN or 0: no copies). With it, the strongest
         motif keeps only a ``dense`` flag and motifs much weaker than it,
         near the threshold, are ``weak``.
+    evidence : array_like, optional
+        ``(N,)`` each motif's summed copy significance: which motif is the
+        strongest (default: ``strength``). A kind with two huge copies (large
+        bright defects) must not outrank one with forty clear ones.
 
     Returns
     -------
@@ -174,7 +179,8 @@ def motif_flags(
         st = np.nan_to_num(np.asarray(strength, np.float64).reshape(-1), nan=0.0)
         if len(st) != len(k):
             raise ValueError(f"strength has {len(st)} values for {len(k)} motifs")
-        best = int(np.argmax(st))
+        ev = st if evidence is None else np.nan_to_num(np.asarray(evidence, np.float64))
+        best = int(np.argmax(ev.reshape(-1)))
         if st[best] > 0:
             out[best] = [f for f in out[best] if f == "dense"]
             for n in range(len(k)):

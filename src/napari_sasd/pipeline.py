@@ -120,7 +120,8 @@ def flag_motifs(
         float(np.median(sig[defects.motif == m])) if np.any(defects.motif == m) else 0.0
         for m in range(n)
     ]
-    return motif_flags(kernels, defects.counts(n), image_shape, strength)
+    evidence = [float(np.sum(sig[defects.motif == m])) for m in range(n)]
+    return motif_flags(kernels, defects.counts(n), image_shape, strength, evidence)
 
 
 def _prepare(
