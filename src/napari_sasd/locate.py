@@ -31,7 +31,7 @@ from scipy import optimize, signal, sparse
 
 from ._version import __version__
 from .convolution import ConvOperator
-from .result import SolveProgress, SolveResult
+from .result import SolveProgress, SolveResult, run_to_end
 from .solver import AUTO_LAM_FRACTION, AUTO_LAM_NOISE, _Solver, noise_sigma
 from .validation import Problem, prepare
 
@@ -138,11 +138,7 @@ def locate(
         image, kernels, lam, mask=mask, channel_axis=channel_axis, positive=positive,
         max_iter=max_iter, tol=tol, workers=workers, tile=tile, overlap=overlap,
     )  # fmt: skip
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return run_to_end(gen)
 
 
 def iter_locate(

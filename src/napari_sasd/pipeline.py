@@ -27,7 +27,7 @@ from .flags import motif_flags
 from .flatten import flatten as flatten_image
 from .lattice import LatticeTerm
 from .peaks import Defects
-from .result import SolveProgress, SolveResult
+from .result import SolveProgress, SolveResult, run_to_end
 from .scars import ScarOptions, defect_cores, has_scars, mark_scars
 from .solver import iter_solve
 
@@ -264,12 +264,7 @@ def analyse(
     -------
     Analysis
     """
-    gen = iter_analyse(image, kernel_size, n_motifs, lam, **kwargs)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return run_to_end(iter_analyse(image, kernel_size, n_motifs, lam, **kwargs))
 
 
 def analysis_record(analysis: Analysis) -> dict[str, Any]:
