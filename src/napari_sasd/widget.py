@@ -81,7 +81,8 @@ class SasdWidget(
         self.context: RunContext | None = None
         self._pending: RunContext | None = None
         self._points = None  # defects layer of the last result
-        self._last_run: dict[int, str] = {}  # id(source layer) -> run_id of its layers
+        # id(source layer), or (id, slice label) for a stack slice -> run_id of its layers
+        self._last_run: dict[int | tuple[int, str], str] = {}
         self._steps: Generator[None, None, None] | None = None  # results being shown
         self._deferred: str | None = None  # the worker's final state, while showing
         self._show_failed = False
