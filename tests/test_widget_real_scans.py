@@ -217,6 +217,7 @@ def test_dock_bundle_records_what_the_command_line_records(
     keys = set(analysis_record(widget.analysis.analysis)) | {"threshold", "flatten"}
     assert keys <= set(cli) and keys <= set(dock), (keys - set(cli), keys - set(dock))
     assert dock["flatten"] == cli["flatten"] == "both"
+    assert dock["line_shape_removed"] is cli["line_shape_removed"] is True
     assert dock["significance"] == 6.0 and cli["significance"] == DEFAULT_SIGNIFICANCE
     noise = widget.analysis.analysis.copies.noise
     assert dock["noise_per_motif"] == pytest.approx(noise.tolist())

@@ -246,6 +246,8 @@ def solve_file(
         threshold=thr_rec,
         extra={
             "flatten": mode,
+            # The line shape all scan lines share, removed with "auto".
+            "line_shape_removed": bool(shape),
             "threshold_relative": opts.threshold,
             "threshold_per_motif": per,
             "channel": img.name,

@@ -72,6 +72,7 @@ class SaveAction:
                     # What the command line records (cli.solve_file), so the
                     # bundles of both agree: steps, significance, noise, flags.
                     "flatten": "both" if self.context.key[5] else "none",
+                    "line_shape_removed": bool(self.context.key[5]),
                     "threshold_relative": thresholds["threshold_relative"],
                     "threshold_per_motif": False,
                     "command": "napari-sasd dock",
