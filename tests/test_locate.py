@@ -114,13 +114,17 @@ def test_reaches_the_lasso_optimum():
 
 
 @pytest.mark.parametrize("channels", [1, 2])
-def test_working_set_gram_matrix_is_the_exact_windowed_model(channels):
+@pytest.mark.parametrize("many_cut", [False, True])
+def test_working_set_gram_matrix_is_the_exact_windowed_model(channels, many_cut, monkeypatch):
     # The Gram matrix is looked up from the motifs' cross-correlations for
     # whole copies and summed over taps for copies cut by the border or the
-    # mask: against D^T D with D the copies placed and cut explicitly.
+    # mask (or, when many are cut, from the design's sparse product): against
+    # D^T D with D the copies placed and cut explicitly.
     import importlib
 
     loc = importlib.import_module("napari_sasd.locate")
+    if many_cut:
+        monkeypatch.setattr("napari_sasd.locate_pool.CUT_TAPS_MAX", 0)
     rng = np.random.default_rng(0)
     H, W, kh, kw, N = 30, 34, 5, 6, 2
     image = rng.standard_normal((channels, H, W) if channels > 1 else (H, W))

@@ -19,6 +19,9 @@ from scipy import signal, sparse
 if TYPE_CHECKING:  # the locator holds the pool; only its type is needed here
     from .locate import _Locator
 
+#: Overlaps of copies cut by the border or the mask are summed tap by tap up
+#: to this many taps in one batch; past it, from the design's sparse product.
+CUT_TAPS_MAX = 2_000_000
 #: FISTA iterations (at most) on one working set.
 INNER_MAX = 2000
 #: Power iterations for the working set's Lipschitz constant (from the last
@@ -120,9 +123,12 @@ class _Pool:
             return vals, pix[:, None]
         return vals, pix[:, None] + (np.arange(C, dtype=self.itype) * (H * W))[None, :, None]
 
-    def _overlaps(self, new: np.ndarray, start: int) -> tuple[np.ndarray, ...]:
-        """Gram entries of the copies ``start..`` (``new`` their columns)
-        with every copy of the set (themselves included): rows, cols, values."""
+    def _overlaps(
+        self, new: np.ndarray, start: int, new_blk: sparse.csc_matrix
+    ) -> tuple[np.ndarray, ...]:
+        """Gram entries of the copies ``start..`` (``new`` their columns,
+        ``new_blk`` their design block) with every copy of the set
+        (themselves included): rows, cols, values."""
         kh, kw = self.k
         i, j = _neighbours(new[1:], self.cols[1:], (kh - 1, kw - 1))
         gi = i + start
@@ -130,7 +136,15 @@ class _Pool:
         dr, dc = r[gi] - r[j], c[gi] - c[j]
         vals = self.xc[m[gi], m[j], dr + kh - 1, dc + kw - 1]
         q = np.flatnonzero(self.cut[r[gi], c[gi]] | self.cut[r[j], c[j]])
-        if len(q):
+        if len(q) * kh * kw > CUT_TAPS_MAX:
+            # Most copies cut (scan-line scars masked on a real scan cut nearly
+            # every window): tap by tap took minutes and gigabytes on a 512^2
+            # crop of a WSe2 scan; the design columns' sparse product is one
+            # pass with bounded memory.
+            d_all = sparse.hstack(self.blocks, format="csc")
+            g = (new_blk.T @ d_all).tocsr()
+            vals[q] = np.asarray(g[gi[q] - start, j[q]]).ravel()
+        elif len(q):
             vals[q] = self._cut_overlaps(gi[q], j[q])
         return gi, j, vals
 
@@ -172,6 +186,7 @@ class _Pool:
         # Pixels x copies; the zeroed taps stay as explicit zeros (harmless in
         # the products, and cheaper than cutting them out).
         blk = sparse.csc_matrix((vals.reshape(-1), pix.reshape(-1), indptr), shape=(C * H * W, M))
+        new_blk = blk
         start = self.size
         c_new = blk.T @ self.y
         # The first round's block and the later ones merged: the model (one
@@ -182,7 +197,7 @@ class _Pool:
         self.index[cols[0], cols[1], cols[2]] = start + np.arange(M)
         self.cols = np.concatenate([self.cols, cols], axis=1)
         self.x = np.concatenate([self.x, np.zeros(M)])
-        gi, j, v = self._overlaps(cols, start)
+        gi, j, v = self._overlaps(cols, start, new_blk)
         old = j < start
         # Each pair with an earlier copy once, mirrored; pairs among the new
         # copies come in both orders.
