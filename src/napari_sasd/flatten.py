@@ -104,8 +104,8 @@ def _remove_line_shape(z: np.ndarray, ok: np.ndarray) -> None:
     prof = np.zeros(z.shape[1])
     for j in np.flatnonzero(cols):
         prof[j] = np.median(z[ok[:, j], j])
-    # Unobserved columns take their nearest observed neighbour's value, so
-    # the running median does not see zeros there.
+    # Unobserved columns take the next observed column's value (the last
+    # one's past the end), so the running median does not see zeros there.
     idx = np.flatnonzero(cols)
     prof = prof[idx[np.clip(np.searchsorted(idx, np.arange(z.shape[1])), 0, len(idx) - 1)]]
     size = min(COLUMN_SMOOTH, 2 * (z.shape[1] // 2) - 1)
