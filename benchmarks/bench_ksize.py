@@ -26,7 +26,6 @@ Real data are skipped when absent. Prints a table and writes
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ import napari_sasd
 from napari_sasd.flatten import flatten
 from napari_sasd.imageio import read_image
 from napari_sasd.ksize import SIZE_PER_SIGMA, kernel_size_evidence
-from napari_sasd.synthetic import make_synthetic
+from napari_sasd.synthetic import make_synthetic, scan_streaks
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1] / "shared" / "data"
@@ -50,20 +49,12 @@ SEEDS = (0, 1, 2)
 
 def wse2() -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(short name, grey image, boxes (x, y, w, h) in its pixels) per labelled scan."""
-    rows = list(csv.DictReader(open(WSE2 / "labels.csv", newline="")))
-    out = []
-    for name in sorted({r["filename"] for r in rows}):
-        img = read_image(WSE2 / name).data
-        mine = [r for r in rows if r["filename"] == name]
-        fy = img.shape[0] / float(mine[0]["resY"])
-        fx = img.shape[1] / float(mine[0]["resX"])
-        boxes = np.array(
-            [[float(r["x"]) * fx, float(r["y"]) * fy, float(r["width"]) * fx,
-              float(r["height"]) * fy] for r in mine]
-        )  # fmt: skip
-        short = name.replace("WSe2-SL445_211119_-1.4V_", "").replace(".jpg", "")
-        out.append((short, img, boxes))
-    return out
+    from bench_real import load  # the same reading of the labels as bench_real
+
+    return [
+        (name.replace("WSe2-SL445_211119_-1.4V_", "").replace(".jpg", ""), img, boxes)
+        for name, img, boxes in load()
+    ]
 
 
 def si7x7(path: Path) -> np.ndarray:
@@ -71,17 +62,6 @@ def si7x7(path: Path) -> np.ndarray:
     raw = path.read_bytes()
     rows, cols = np.frombuffer(raw[:8], "<u4")
     return np.frombuffer(raw[8:], "<f8").reshape(int(rows), int(cols))
-
-
-def streaks(shape: tuple[int, int], n: int, amp: float, rng: np.random.Generator) -> np.ndarray:
-    """Partial scan-line streaks: 1-3 lines thick, 20-80 px long, random sign."""
-    out = np.zeros(shape)
-    for _ in range(n):
-        r = int(rng.integers(2, shape[0] - 4))
-        c = int(rng.integers(0, shape[1] - 80))
-        length, thick = int(rng.integers(20, 80)), int(rng.integers(1, 4))
-        out[r : r + thick, c : c + length] += amp * rng.choice([-1, 1])
-    return out
 
 
 def suggest(img: np.ndarray) -> tuple[int, float, int, float]:
@@ -181,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
                 )  # fmt: skip
                 img = d.image
                 if case == "streaks":
-                    img = img + streaks(img.shape, 30, 6 * d.noise, np.random.default_rng(seed))
+                    rng = np.random.default_rng(seed)
+                    img = img + scan_streaks(img.shape, 30, 6 * d.noise, rng)[0]
                 got.append(suggest(img)[0])
             if case != "dense":
                 worst = max((worst, *(g / k_true for g in got)), key=lambda r: abs(r - 1))

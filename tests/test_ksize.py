@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from napari_sasd.ksize import kernel_size_evidence, suggest_kernel_size
-from napari_sasd.synthetic import make_synthetic
+from napari_sasd.synthetic import make_synthetic, scan_streaks
 from napari_sasd.synthetic_lattice import make_lattice_dopants
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -27,17 +27,6 @@ WSE2 = DATA / "wse2_mlstm"
 def _scene(k: int, seed: int, **kw) -> np.ndarray:
     # Point defects as sparse as on real scans (0.3 copies per motif area).
     return make_synthetic((256, 256), k, 2, noise=0.05, copies_per_area=0.3, seed=seed, **kw)
-
-
-def _streaks(shape, n, amp, rng):
-    """Partial scan-line streaks (line offsets): 1-3 lines, 20-80 px, random sign."""
-    out = np.zeros(shape)
-    for _ in range(n):
-        r = int(rng.integers(2, shape[0] - 4))
-        c = int(rng.integers(0, shape[1] - 80))
-        length, thick = int(rng.integers(20, 80)), int(rng.integers(1, 4))
-        out[r : r + thick, c : c + length] += amp * rng.choice([-1, 1])
-    return out
 
 
 @pytest.mark.parametrize("k", [8, 12, 16, 20])
@@ -53,7 +42,8 @@ def test_streaks_do_not_move_the_suggestion(k):
     for seed in range(2):
         d = _scene(k, seed)
         # Streaks three times stronger than the defects' peaks.
-        streaky = d.image + _streaks(d.image.shape, 30, 6 * d.noise, np.random.default_rng(seed))
+        lines, _ = scan_streaks(d.image.shape, 30, 6 * d.noise, np.random.default_rng(seed))
+        streaky = d.image + lines
         clean, got = suggest_kernel_size(d.image), suggest_kernel_size(streaky)
         assert abs(got - clean) <= 2, (clean, got)
         assert 0.6 * k <= got <= 1.2 * k, got

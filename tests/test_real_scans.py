@@ -17,26 +17,13 @@ from napari_sasd.flags import motif_flags
 from napari_sasd.metrics import box_scores, precision_recall
 from napari_sasd.pipeline import analyse
 from napari_sasd.scars import ScarOptions, defect_cores, has_scars, mark_scars
-from napari_sasd.synthetic import make_synthetic
-
-
-def _streaks(shape, n, amp, rng):
-    """Partial scan-line streaks: 1-2 lines thick, 20-80 px long, random sign."""
-    out = np.zeros(shape)
-    truth = np.zeros(shape, bool)
-    for _ in range(n):
-        r = int(rng.integers(2, shape[0] - 4))
-        c = int(rng.integers(0, shape[1] - 80))
-        length, thick = int(rng.integers(20, 80)), int(rng.integers(1, 3))
-        out[r : r + thick, c : c + length] += amp * rng.choice([-1, 1])
-        truth[r : r + thick, c : c + length] = True
-    return out, truth
+from napari_sasd.synthetic import make_synthetic, scan_streaks
 
 
 def test_mark_scars_finds_streaks_not_defects():
     rng = np.random.default_rng(0)
     data = make_synthetic((256, 256), 12, 2, noise=0.05, seed=3)
-    streak, truth = _streaks(data.image.shape, 25, 6 * data.noise, rng)
+    streak, truth = scan_streaks(data.image.shape, 25, 6 * data.noise, rng, max_lines=2)
     # As the analysis runs it: no scar shorter than the motif (a defect's core).
     opts = ScarOptions(min_length=12)
     marked = mark_scars(data.image + streak, opts)
@@ -56,7 +43,7 @@ def test_defect_cores_keep_tall_blobs_in_the_fit_and_not_streaks():
     centres = [(40, 50), (120, 200), (200, 90), (60, 180)]
     # Dark defects elongated along the scan lines (as STM smears them), 20 x 10 px.
     img = sum(-1.0 * np.exp(-(((xx - c) / 8.0) ** 2) - ((yy - r) / 4.0) ** 2) for r, c in centres)
-    streak, truth = _streaks((h, w), 25, 0.8, rng)
+    streak, truth = scan_streaks((h, w), 25, 0.8, rng, max_lines=2)
     z = img + streak + rng.normal(0, 0.05, (h, w))
     marked = mark_scars(z)
     cores = defect_cores(z, 20)
@@ -137,7 +124,7 @@ def test_analysis_leaves_scars_out_and_finds_the_defects():
     rng = np.random.default_rng(2)
     # Point defects as sparse as on real scans (0.3 copies per motif area).
     data = make_synthetic((256, 256), 12, 2, noise=0.05, seed=4, copies_per_area=0.3)
-    streak, truth = _streaks(data.image.shape, 30, 6 * data.noise, rng)
+    streak, truth = scan_streaks(data.image.shape, 30, 6 * data.noise, rng, max_lines=2)
     an = analyse(data.image + streak, 12, 2)
     assert an.scars is not None and an.scars[truth].mean() > 0.8
     assert not any(an.flags)

@@ -285,6 +285,44 @@ def make_sparse_model(
     return SyntheticData(img, kern, act, 0.0, sigma, float(theta))
 
 
+def scan_streaks(
+    shape: tuple[int, int],
+    n: int,
+    amplitude: float,
+    rng: np.random.Generator,
+    max_lines: int = 3,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Partial scan-line streaks (tip noise): offsets on pieces of lines.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Image size; rows are scan lines.
+    n : int
+        Number of streaks.
+    amplitude : float
+        Each streak's offset, with a random sign.
+    rng : numpy.random.Generator
+        Random source.
+    max_lines : int
+        Streaks are 1 to ``max_lines`` lines thick (20-80 px long).
+
+    Returns
+    -------
+    offsets, truth : ndarray, ndarray of bool
+        ``(H, W)`` offsets to add to an image, and where they are.
+    """
+    out = np.zeros(shape)
+    truth = np.zeros(shape, bool)
+    for _ in range(n):
+        r = int(rng.integers(2, shape[0] - 4))
+        c = int(rng.integers(0, shape[1] - 80))
+        length, thick = int(rng.integers(20, 80)), int(rng.integers(1, max_lines + 1))
+        out[r : r + thick, c : c + length] += amplitude * rng.choice([-1, 1])
+        truth[r : r + thick, c : c + length] = True
+    return out, truth
+
+
 def _pair(k: int | tuple[int, int]) -> tuple[int, int]:
     if np.ndim(k) == 0:
         return int(k), int(k)
