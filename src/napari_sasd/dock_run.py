@@ -122,7 +122,7 @@ def iter_dock_locate(
     if data.ndim == 3 and recon.ndim == 3 and recon.shape != data.shape:
         recon = np.moveaxis(recon, -1, 0)
     mask = kwargs.get("mask")
-    copies = copy_maps(result.activations, result.kernels, data - recon, mask)
+    copies = copy_maps(result.activations, result.kernels, data - recon, mask, data)
     every = detect_copies(copies, significance)
     flags = flag_motifs(result.kernels, copies, every, data.shape[-2:], significance)
     settings = dict(info or {})

@@ -219,7 +219,7 @@ def _finish(gen, data, obs, scar_mask, lat, info, significance, keep_artefacts):
     if data.ndim == 3 and recon.ndim == 3 and recon.shape != data.shape:
         recon = np.moveaxis(recon, -1, 0)
     resid = data - recon
-    copies = copy_maps(result.activations, result.kernels, resid, obs)
+    copies = copy_maps(result.activations, result.kernels, resid, obs, data)
     all_defects = detect_copies(copies, significance)
     flags = flag_motifs(result.kernels, copies, all_defects, data.shape[-2:], significance)
     defects = without_artefacts(all_defects, flags, keep_artefacts)

@@ -35,7 +35,7 @@ DEFAULTS: dict[str, Any] = {
     # of motifs that look like scan artefacts not counted.
     "scars": True,
     "lattice": True,
-    "significance": 5.0,  # detection.DEFAULT_SIGNIFICANCE (tests check they agree)
+    "significance": 4.0,  # detection.DEFAULT_SIGNIFICANCE (tests check they agree)
     "keep_artefacts": False,
 }
 #: Ranges of the numeric parameters (the widget's spin boxes use them too).
