@@ -102,6 +102,29 @@ def test_copy_cluster_gives_one_point_and_threshold_follows_noise():
     assert len(detect_copies(maps_noisy, 4.0)) == 1
 
 
+def test_a_copy_cut_by_the_border_or_the_mask_needs_more_amplitude():
+    rng = np.random.default_rng(3)
+    k = 11
+    yy, xx = np.mgrid[:k, :k] - k // 2
+    a = np.exp(-(yy**2 + xx**2) / 8.0)
+    a /= np.linalg.norm(a)
+    acts = np.zeros((1, 128, 128))
+    # Same amplitude: whole, centred on the left edge, half on masked pixels.
+    acts[0, 40, 60] = acts[0, 80, 0] = acts[0, 100, 60] = 1.0
+    mask = np.ones((128, 128), bool)
+    mask[90:111, 61:] = False
+    maps = copy_maps(acts, a[None], rng.normal(0, 0.05, (128, 128)), mask)
+    found = detect_copies(maps, 0.0)
+    assert np.allclose(found.amplitude, 1.0)
+    level = {
+        tuple(np.round(p).astype(int)): maps.local_noise[0, int(p[0]), int(p[1])] / maps.noise[0]
+        for p in found.positions
+    }
+    # Fitted on about 60 % of the motif's energy: noise up by about 1 / sqrt(0.6).
+    assert level[(40, 60)] < 1.15, level
+    assert 1.15 < level[(80, 0)] < 1.45 and 1.15 < level[(100, 60)] < 1.45, level
+
+
 def test_significance_does_not_grow_as_lambda_falls():
     from scipy import ndimage
 

