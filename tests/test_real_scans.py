@@ -79,12 +79,16 @@ def test_flags_keep_the_strongest_motif_and_call_near_threshold_ones_weak():
     assert dense == [["dense"], ["weak"]]
 
 
-def test_copy_cluster_gives_one_point_and_threshold_follows_noise():
-    rng = np.random.default_rng(1)
-    k = 11
+def _round_motif(k: int) -> np.ndarray:
+    """A unit-norm Gaussian blob, k x k."""
     yy, xx = np.mgrid[:k, :k] - k // 2
     a = np.exp(-(yy**2 + xx**2) / 8.0)
-    a /= np.linalg.norm(a)
+    return a / np.linalg.norm(a)
+
+
+def test_copy_cluster_gives_one_point_and_threshold_follows_noise():
+    rng = np.random.default_rng(1)
+    a = _round_motif(11)
     acts = np.zeros((1, 128, 128))
     # A strong copy spread over a 2 x 2 cluster (sub-pixel position), a weak one.
     acts[0, 40:42, 40:42] = 2.5
@@ -104,10 +108,7 @@ def test_copy_cluster_gives_one_point_and_threshold_follows_noise():
 
 def test_a_copy_cut_by_the_border_or_the_mask_needs_more_amplitude():
     rng = np.random.default_rng(3)
-    k = 11
-    yy, xx = np.mgrid[:k, :k] - k // 2
-    a = np.exp(-(yy**2 + xx**2) / 8.0)
-    a /= np.linalg.norm(a)
+    a = _round_motif(11)
     acts = np.zeros((1, 128, 128))
     # Same amplitude: whole, centred on the left edge, half on masked pixels.
     acts[0, 40, 60] = acts[0, 80, 0] = acts[0, 100, 60] = 1.0
