@@ -63,16 +63,22 @@ def _departure(z: np.ndarray, width: int) -> np.ndarray:
     test of the two adjacent lines only: that one missed the soft-edged,
     multi-line streaks of the 100 nm WSe2 scan, F1 0.08 instead of 0.61.)"""
     h = z.shape[0]
-    ref_rows = []
-    for off in range(width, 2 * width + 1):
-        for sgn in (-1, 1):
-            idx = np.clip(np.arange(h) + sgn * off, 0, h - 1)
-            ref_rows.append(z[idx])
-    with warnings.catch_warnings():
-        # Unmeasured stretches (a partial grid, NaN) have no reference: NaN there.
-        warnings.simplefilter("ignore", RuntimeWarning)
-        ref = np.nanmedian(np.stack(ref_rows), axis=0)
-    return z - ref
+    offsets = [sgn * off for off in range(width, 2 * width + 1) for sgn in (-1, 1)]
+    # The reference lines side by side on a last axis, then one in-place sort
+    # there: numpy's nanmedian over a stacked first axis goes through masked
+    # arrays and fresh copies, 4.5 of the 4.6 s that marking a 1024^2 scan
+    # took (this: about 0.3 s). NaN sorts last, so the median of a pixel's
+    # ``n`` finite references sits at ``(n - 1) // 2`` and ``n // 2``.
+    ref = np.empty((*z.shape, len(offsets)))
+    for i, off in enumerate(offsets):
+        ref[..., i] = z[np.clip(np.arange(h) + off, 0, h - 1)]
+    ref.sort(axis=-1)
+    n = np.isfinite(ref).sum(axis=-1)
+    last = len(offsets) - 1
+    lo = np.take_along_axis(ref, np.clip((n - 1) // 2, 0, last)[..., None], axis=-1)[..., 0]
+    hi = np.take_along_axis(ref, np.clip(n // 2, 0, last)[..., None], axis=-1)[..., 0]
+    # Unmeasured stretches (a partial grid, NaN) have no reference: NaN there.
+    return z - np.where(n > 0, 0.5 * (lo + hi), np.nan)
 
 
 def mark_scars(
