@@ -126,6 +126,23 @@ def test_a_copy_cut_by_the_border_or_the_mask_needs_more_amplitude():
     assert 1.15 < level[(80, 0)] < 1.45 and 1.15 < level[(100, 60)] < 1.45, level
 
 
+def test_a_noisy_scan_edge_holds_its_copies_to_its_own_noise():
+    rng = np.random.default_rng(4)
+    a = _round_motif(15)
+    acts = np.zeros((1, 256, 256))
+    resid = rng.normal(0, 0.05, (256, 256))
+    steady = copy_maps(acts, a[None], resid)
+    # An even scan: its edges are judged like its middle (up to sampling).
+    ratio = steady.local_noise[0] / steady.noise[0]
+    assert ratio[128, 5] < 1.3 and ratio[5, 128] < 1.3 and ratio[128, 128] < 1.2
+    # Each line's first 8 pixels three times as noisy (the tip settling).
+    resid[:, :8] *= 3
+    noisy = copy_maps(acts, a[None], resid)
+    level = noisy.local_noise[0] / noisy.noise[0]
+    assert level[128, 2] > 2.0 and level[128, 6] > 2.0, level[128, :10]
+    assert level[128, 60] < 1.3 and level[128, -3] < 1.4
+
+
 def test_significance_does_not_grow_as_lambda_falls():
     from scipy import ndimage
 

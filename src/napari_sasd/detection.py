@@ -28,6 +28,7 @@ cannot change; a median over the image ignores the sparse defects.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +69,8 @@ FLOOR_ROUNDS = 3
 #: Smallest share of a motif's energy a copy's noise is scaled for (a copy
 #: whose motif is almost all unobserved is held at sqrt(1 / MIN_SHARE) times).
 MIN_SHARE = 0.05
+#: Fewest observed pixels in an edge band for its noise to be measured.
+EDGE_MIN_PIXELS = 64
 #: Side of the window of the local noise level, in motif sizes.
 LOCAL_WINDOW = 4
 
@@ -85,9 +88,10 @@ class CopyMaps:
         ``(N,)``: robust std of each motif's matched filter on the residual.
     local_noise : ndarray
         ``(N, H, W)``: the noise of a copy's amplitude at each pixel, at
-        least ``noise``: higher where the matched filter's residual is, and
-        where part of the motif falls outside the image or on unobserved
-        pixels (:func:`copy_maps`).
+        least ``noise``: higher where the matched filter's residual is, near
+        a scan edge that is noisier than the middle, and where part of the
+        motif falls outside the image or on unobserved pixels
+        (:func:`copy_maps`).
     radius : int
         Smallest distance between two copies of one motif, in pixels.
     """
@@ -126,6 +130,41 @@ def _robust_std(v: np.ndarray) -> float:
 def _matched_filter(r: np.ndarray, a: np.ndarray) -> np.ndarray:
     """``(C, H, W)`` data correlated with a ``(C, kh, kw)`` motif, summed over channels."""
     return sum(signal.correlate(r[c], a[c], mode="same", method="fft") for c in range(len(r)))
+
+
+def _edge_factor(mf: np.ndarray, obs: np.ndarray, k: tuple[int, int]) -> np.ndarray:
+    """How much noisier the matched filter is near each edge of the scan.
+
+    A scan's edges are its least steady part: the first lines of a frame
+    (creep), each line's start (the tip settling) and its end (the
+    turnaround). Copies there came out "significant" against the whole
+    scan's noise: on the labelled WSe2 scans most false points near the
+    threshold lay within a motif size of an edge. For each edge, the robust
+    std of ``mf`` (scaled for the cut motif) over bands at depths
+    ``[0, k/4)``, ``[k/4, k/2)`` and ``[k/2, k)`` against the whole image's
+    gives a factor >= 1 there (bands, not single lines: the filter is smooth
+    over a motif, so a line holds few independent values). Where a scan's
+    edges are as steady as its middle the factor stays about 1.
+    """
+    h, w = mf.shape
+    out = np.ones((h, w))
+    whole = _robust_std(mf[obs])
+    if whole <= 0:
+        return out
+    for axis, depth in ((0, k[0]), (1, k[1])):
+        size = (h, w)[axis]
+        cuts = sorted({0, -(-depth // 4), -(-depth // 2), depth})
+        for lo, hi in itertools.pairwise(cuts):
+            if hi > size // 2:
+                break
+            for band in (slice(lo, hi), slice(size - hi, size - lo)):
+                sel = (band, slice(None)) if axis == 0 else (slice(None), band)
+                ok = obs[sel]
+                if ok.sum() < EDGE_MIN_PIXELS:
+                    continue
+                ratio = _robust_std(mf[sel][ok]) / whole
+                out[sel] = np.maximum(out[sel], ratio)
+    return out
 
 
 def _background_floor(
@@ -220,18 +259,6 @@ def copy_maps(
     noise = np.empty(len(x))
     local = np.empty_like(x)
     kh, kw = a.shape[-2:]
-    for n in range(len(x)):
-        # Autocorrelation summed over channels: odd-sized, centred, so "same"
-        # keeps each copy's peak where its activation cluster is.
-        ac = sum(signal.fftconvolve(c, c[::-1, ::-1], mode="full") for c in a[n])
-        maps[n] = signal.fftconvolve(x[n], ac, mode="same")
-        mf = _matched_filter(r, a[n])
-        noise[n] = _robust_std(mf[obs])
-        # Local RMS over LOCAL_WINDOW motif sizes, observed pixels only.
-        win = (LOCAL_WINDOW * kh, LOCAL_WINDOW * kw)
-        num = ndimage.uniform_filter(np.where(obs, mf, 0.0) ** 2, win, mode="constant")
-        den = ndimage.uniform_filter(obs.astype(np.float64), win, mode="constant")
-        local[n] = np.maximum(np.sqrt(num / np.maximum(den, 1e-12)), noise[n])
     # A copy whose motif is partly outside the image or on unobserved pixels
     # (scars) has its amplitude fitted on the observed share of the motif
     # only: its noise is the matched filter's over the square root of that
@@ -244,9 +271,23 @@ def copy_maps(
                           method="fft") for n in range(len(x))]
     )  # fmt: skip
     cut = 1.0 / np.sqrt(np.clip(share, MIN_SHARE, 1.0))
+    edge = np.ones_like(x)
+    for n in range(len(x)):
+        # Autocorrelation summed over channels: odd-sized, centred, so "same"
+        # keeps each copy's peak where its activation cluster is.
+        ac = sum(signal.fftconvolve(c, c[::-1, ::-1], mode="full") for c in a[n])
+        maps[n] = signal.fftconvolve(x[n], ac, mode="same")
+        mf = _matched_filter(r, a[n])
+        noise[n] = _robust_std(mf[obs])
+        # Local RMS over LOCAL_WINDOW motif sizes, observed pixels only.
+        win = (LOCAL_WINDOW * kh, LOCAL_WINDOW * kw)
+        num = ndimage.uniform_filter(np.where(obs, mf, 0.0) ** 2, win, mode="constant")
+        den = ndimage.uniform_filter(obs.astype(np.float64), win, mode="constant")
+        local[n] = np.maximum(np.sqrt(num / np.maximum(den, 1e-12)), noise[n])
+        edge[n] = _edge_factor(mf * cut[n], obs, (kh, kw))
     if y is not None:
         noise, local = _background_floor(x, a, y, obs, maps, noise, local)
-    local = local * cut
+    local = local * cut * edge
     return CopyMaps(maps=maps, noise=noise, local_noise=local, radius=max(1, min(kh, kw) // 2))
 
 
