@@ -1,37 +1,7 @@
-"""Read Nanonis ``.sxm`` scans and ``.3ds`` grid spectroscopy, napari-free.
-
-Why a small parser of our own rather than a PyPI package
--------------------------------------------------------
-We compared, on the real FeSe ``.sxm`` (224 x 224, scan direction down):
-
-* ``nanonispy2`` 1.2 (and ``nanonispy``): returns the frames exactly as stored,
-  with no handling of the scan direction (an 'up' scan comes out upside down)
-  nor of the backward channels (mirrored left-right); it assumes every channel
-  was recorded in both directions; and for ``.3ds`` it ``ndarray.resize``-s the
-  data, which silently zero-pads a truncated file instead of reporting it.
-* ``nanonis-reader`` 0.3: a vendored ``nanonispy`` plus analysis code; flips the
-  backward channel but not 'up' scans, and pulls matplotlib, scikit-learn and
-  python-pptx as runtime dependencies.
-* ``xarray-nanonis``: orients correctly but needs xarray and pandas and returns
-  a Dataset with a lower-left origin.
-
-The format is small and documented (Nanonis "SXM file format" and "3ds grid
-file format" notes), so ~200 lines here avoid a dependency and give us the
-orientation and the one-line errors we want.
-
-Orientation (all arrays returned here): row 0 is the *top* of the scan frame
-and column 0 its left edge, i.e. the way napari and matplotlib's default
-``origin='upper'`` draw them.  Nanonis stores each frame in the order it was
-recorded: a 'down' scan starts at the top-left corner (rows already top-down),
-an 'up' scan at the bottom-left (rows reversed here); backward frames are
-recorded right-to-left (columns reversed here).  On the FeSe file (a 'down'
-scan), after flattening, forward and mirrored backward frames correlate at 0.7
-(Z) and 0.8 (dI/dV), against about 0 for the unmirrored pair.  The up/down
-handling follows the Nanonis format notes (a 'down' file is stored top-down,
-so it is left as is; we had no 'up' file to check against).
-
-Errors: anything wrong with a file raises :class:`NanonisError`, a
-``ValueError`` whose message is one line starting with the file's path.
+"""The Nanonis ``.3ds`` grid spectroscopy reader: :class:`Grid`, :func:`read_3ds`,
+the :class:`PartialGridWarning` it gives for a grid stopped early, the row
+orientation test (:func:`_grid_is_bottom_up`), and the sweep-axis helpers
+(:func:`sweep_axis`, :func:`sweep_record`) the reader, CLI and bundles share.
 """
 
 from __future__ import annotations
@@ -39,30 +9,16 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = [
-    "Grid",
-    "NanonisError",
-    "PartialGridWarning",
-    "SxmScan",
-    "read_3ds",
-    "read_sxm",
-    "sweep_axis",
-    "sweep_record",
-]
+from ._common import NanonisError, _read_head, split_unit
 
-_SXM_END = b":SCANIT_END:"
-_SXM_DATA_TAG = b"\x1a\x04"
 _3DS_END = b":HEADER_END:"
-# A header is a few kB; refuse to scan further than this for the end tag so a
-# huge non-Nanonis file renamed .sxm fails fast instead of being read whole.
-_MAX_HEADER = 1 << 20
 # Largest grid (float32 values, all channels and parameters) read_3ds
 # allocates: 8 GB. A header declaring more is refused before any allocation.
 _MAX_GRID_VALUES = 1 << 31
@@ -70,57 +26,6 @@ _MAX_GRID_VALUES = 1 << 31
 
 class PartialGridWarning(UserWarning):
     """A ``.3ds`` grid was stopped before its end: only some points are measured."""
-
-
-class NanonisError(ValueError):
-    """A Nanonis file could not be read: corrupt, truncated or unsupported.
-
-    ``str(err)`` is a single line ``"<path>: <what is wrong>"``.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], message: str) -> None:
-        self.path = str(path)
-        self.reason = " ".join(str(message).split())
-        super().__init__(f"{self.path}: {self.reason}")
-
-
-@dataclass
-class SxmScan:
-    """A Nanonis ``.sxm`` scan.
-
-    Attributes
-    ----------
-    images : dict of str to ndarray
-        One ``(H, W)`` float32 image per channel and direction, keyed by a
-        display name such as ``"Z (fwd)"`` or ``"Current (bwd)"``, in file
-        order; oriented with row 0 at the top of the scan frame.
-    units : dict of str to str
-        Physical unit of each image (``"m"``, ``"A"``...), same keys.
-    header : dict of str to str
-        The raw text header, one entry per ``:KEY:`` (values stripped).
-    pixel_size : (float, float)
-        ``(dy, dx)`` in nm per pixel, from the scan range.
-    scan_range : (float, float)
-        ``(height, width)`` of the scan frame in nm.
-    offset : (float, float)
-        ``(y, x)`` of the frame centre in nm (piezo coordinates).
-    angle : float
-        Scan angle in degrees.
-    direction : str
-        ``"up"`` or ``"down"``.
-    frames : list of str
-        Every frame in the file, including those not read (see ``channels``).
-    """
-
-    images: dict[str, np.ndarray]
-    units: dict[str, str]
-    header: dict[str, str]
-    pixel_size: tuple[float, float]
-    scan_range: tuple[float, float]
-    offset: tuple[float, float]
-    angle: float
-    direction: str
-    frames: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -175,189 +80,6 @@ class Grid:
     def sweep_unit(self) -> str:
         """The sweep's unit, e.g. ``"V"`` (empty when unknown)."""
         return split_unit(self.sweep_signal)[1]
-
-
-def split_unit(name: str) -> tuple[str, str]:
-    """Split ``"Bias (V)"`` into ``("Bias", "V")``; no unit gives ``""``."""
-    m = re.fullmatch(r"\s*(.*?)\s*\(([^()]*)\)\s*", name)
-    return (m.group(1), m.group(2)) if m else (name.strip(), "")
-
-
-def _read_head(path: Path, end_tag: bytes) -> tuple[bytes, bytes, int]:
-    """Return (header bytes before the end tag, up to 64 bytes after it, file size).
-
-    Only the first :data:`_MAX_HEADER` bytes are read: the data block is read
-    later, once the header's declared sizes have been checked against the
-    file's size, so a huge file that is not a Nanonis file fails at once.
-    """
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            raw = f.read(_MAX_HEADER + 64)
-    except OSError as exc:
-        raise NanonisError(path, exc.strerror or str(exc)) from None
-    i = raw.find(end_tag, 0, _MAX_HEADER)
-    if i < 0:
-        what = "empty file" if not raw else f"no {end_tag.decode()} tag"
-        raise NanonisError(path, f"not a Nanonis file ({what})")
-    j = i + len(end_tag)
-    return raw[:i], raw[j : j + 64], size
-
-
-def _read_floats(path: Path, offset: int, count: int, dtype: str) -> np.ndarray:
-    """``count`` values of ``dtype`` from byte ``offset``; fewer if the file ends first.
-
-    Reads straight into the returned array (no intermediate bytes copy), so the
-    peak memory is the data asked for, whatever the file's size.
-    """
-    out = np.empty(count, dtype=dtype)
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            got = f.readinto(memoryview(out).cast("B"))
-    except OSError as exc:
-        raise NanonisError(path, exc.strerror or str(exc)) from None
-    return out[: (got or 0) // out.itemsize]
-
-
-def _parse_sxm_header(text: str) -> dict[str, str]:
-    """``:KEY:`` lines followed by value lines, until the next key."""
-    header: dict[str, str] = {}
-    key = None
-    lines: list[str] = []
-    for line in text.splitlines():
-        s = line.strip()
-        if len(s) > 1 and s.startswith(":") and s.endswith(":"):
-            if key is not None:
-                header[key] = "\n".join(lines).strip()
-            key, lines = s[1:-1], []
-        elif key is not None:
-            lines.append(line.rstrip())
-    if key is not None:
-        header[key] = "\n".join(lines).strip()
-    return header
-
-
-def _floats(path: Path, header: dict[str, str], key: str, n: int) -> list[float]:
-    try:
-        vals = [float(v) for v in header[key].split()]
-    except KeyError:
-        raise NanonisError(path, f"header has no {key}") from None
-    except ValueError:
-        raise NanonisError(path, f"bad {key} value {header[key]!r}") from None
-    if len(vals) < n:
-        raise NanonisError(path, f"bad {key} value {header[key]!r}")
-    return vals[:n]
-
-
-def read_sxm(path: str | os.PathLike[str], channels: Iterable[str] | None = None) -> SxmScan:
-    """Read a Nanonis ``.sxm`` scan.
-
-    Parameters
-    ----------
-    path : str or PathLike
-        The ``.sxm`` file.
-    channels : iterable of str, optional
-        Frame names (``"Z (fwd)"``...) to read; default all. The header is
-        always read whole, the data only for these frames.
-
-    Returns
-    -------
-    SxmScan
-        Every channel and direction as an image oriented with row 0 at the top
-        of the scan frame (see the module docstring), with the pixel size in nm.
-
-    Raises
-    ------
-    NanonisError
-        If the file is missing, corrupt, truncated or of an unsupported kind
-        (e.g. not big-endian float32); the message is one line naming the file.
-    """
-    path = Path(path)
-    head, after, size = _read_head(path, _SXM_END)
-    header = _parse_sxm_header(head.decode("latin-1"))
-    # The data starts right after \x1a\x04, which follows the end tag's line(s).
-    j = after.find(_SXM_DATA_TAG)
-    if j < 0:
-        raise NanonisError(path, "no data block after :SCANIT_END:")
-    data_start = len(head) + len(_SXM_END) + j + len(_SXM_DATA_TAG)
-
-    scanit = header.get("SCANIT_TYPE", "FLOAT MSBFIRST").split()
-    if scanit and scanit[0].upper() != "FLOAT":
-        raise NanonisError(path, f"unsupported data type {' '.join(scanit)!r}")
-    order = ">" if len(scanit) < 2 or scanit[1].upper() == "MSBFIRST" else "<"
-
-    nx, ny = (int(v) for v in _floats(path, header, "SCAN_PIXELS", 2))
-    rx, ry = _floats(path, header, "SCAN_RANGE", 2)
-    try:
-        ox, oy = _floats(path, header, "SCAN_OFFSET", 2)
-    except NanonisError:
-        ox = oy = 0.0
-    try:
-        angle = float(header.get("SCAN_ANGLE", "0").split()[0])
-    except (ValueError, IndexError):
-        angle = 0.0
-    direction = header.get("SCAN_DIR", "up").strip().lower() or "up"
-    if nx <= 0 or ny <= 0:
-        raise NanonisError(path, f"bad SCAN_PIXELS {header['SCAN_PIXELS']!r}")
-
-    # DATA_INFO is a tab-separated table: Channel Name Unit Direction Calibration Offset.
-    rows = [r.split("\t") for r in header.get("DATA_INFO", "").splitlines()]
-    rows = [[c.strip() for c in r if c.strip()] for r in rows]
-    rows = [r for r in rows if r]
-    if len(rows) < 2 or "Name" not in rows[0]:
-        raise NanonisError(path, "header has no DATA_INFO channel table")
-    cols = rows[0]
-    frames: list[tuple[str, str, str]] = []  # (name, unit, 'fwd' | 'bwd')
-    for r in rows[1:]:
-        rec = dict(zip(cols, r, strict=False))
-        name = rec.get("Name", "?").replace("_", " ")
-        unit = rec.get("Unit", "")
-        dirs = rec.get("Direction", "both").lower()
-        if dirs in ("both", "forward"):
-            frames.append((name, unit, "fwd"))
-        if dirs in ("both", "backward"):
-            frames.append((name, unit, "bwd"))
-
-    # Declared size against the file's size before any data is read.
-    frame_bytes = ny * nx * 4
-    n_expected = len(frames) * frame_bytes
-    found = size - data_start
-    if found < n_expected:
-        raise NanonisError(
-            path,
-            f"truncated: {len(frames)} frames of {ny}x{nx} need {n_expected} bytes of data, "
-            f"found {found}",
-        )
-    wanted = None if channels is None else set(channels)
-    images: dict[str, np.ndarray] = {}
-    units: dict[str, str] = {}
-    for k, (name, unit, d) in enumerate(frames):
-        key = f"{name} ({d})"
-        if wanted is not None and key not in wanted:
-            continue  # read only the frames asked for
-        frame = _read_floats(path, data_start + k * frame_bytes, ny * nx, f"{order}f4")
-        if frame.size < ny * nx:  # the file shrank since its size was taken
-            raise NanonisError(path, f"truncated inside frame {key!r}")
-        frame = frame.astype(np.float32).reshape(ny, nx)  # native byte order
-        if direction == "up":
-            frame = frame[::-1]  # first recorded line is the bottom one
-        if d == "bwd":
-            frame = frame[:, ::-1]  # recorded right to left
-        images[key] = np.ascontiguousarray(frame)
-        units[key] = unit
-    frame_names = [f"{n} ({d})" for n, _, d in frames]
-    return SxmScan(
-        images=images,
-        units=units,
-        header=header,
-        pixel_size=(ry * 1e9 / ny, rx * 1e9 / nx),
-        scan_range=(ry * 1e9, rx * 1e9),
-        offset=(oy * 1e9, ox * 1e9),
-        angle=angle,
-        direction=direction,
-        frames=frame_names,
-    )
 
 
 def _parse_3ds_header(path: Path, text: str) -> dict[str, str]:
