@@ -49,21 +49,21 @@ __all__ = [
 #: Default significance: a copy's amplitude in units of the matched filter's
 #: noise ("4 sigma"). On Gaussian noise, peaks past 4 sigma of a field
 #: smoothed over a motif are expected well under once per 1024^2 image. On the
-#: labelled WSe2 scans, with the background level as the floor of the noise,
-#: the median F1 was 0.79 / 0.80 / 0.81 at 3.5 / 4 / 4.5, and 0.79 / 0.81 /
-#: 0.81 at half the automatic lambda (``benchmarks/bench_real.py``). Against
-#: the residual alone it was 0.77 / 0.81 / 0.77 at 4 / 5 / 6, swung from 0.41
-#: to 0.77 on one scan, and fell to 0.55 at half the lambda.
+#: labelled WSe2 scans, with the noise as :func:`copy_maps` sets it, the
+#: median F1 was 0.80 / 0.81 / 0.82 at 3.5 / 4 / 4.5, and 0.83 / 0.82 / 0.82
+#: at half the automatic lambda (``benchmarks/bench_real.py``). Against the
+#: residual alone it was 0.77 / 0.81 / 0.77 at 4 / 5 / 6, swung from 0.41 to
+#: 0.77 on one scan, and fell to 0.55 at half the lambda.
 DEFAULT_SIGNIFICANCE = 4.0
 #: The background level under the noise (:func:`copy_maps` with ``data``):
 #: copies past this many of its sigmas are taken out of the data before it is
 #: measured, in this many rounds (the first on the whole data). Fixed, not
 #: the user's threshold, so that re-detecting at another one keeps the levels.
-#: On the WSe2 scans, 3 rounds gave a median F1 of 0.80 at the automatic
-#: lambda and 0.81 at half of it (mean 0.794 / 0.796). One round (the whole
-#: data) did as well there, but a dense synthetic scene kept 1 copy in 8;
-#: with 4 the level sank back towards the residual's on one scan (F1 0.75 to
-#: 0.59 on the 100 nm WSe2 scan).
+#: On the WSe2 scans (before the edge terms), 3 rounds gave a median F1 of
+#: 0.80 at the automatic lambda and 0.81 at half of it (mean 0.794 / 0.796).
+#: One round (the whole data) did as well there, but a dense synthetic scene
+#: kept 1 copy in 8; with 4 the level sank back towards the residual's on one
+#: scan (F1 0.75 to 0.59 on the 100 nm WSe2 scan).
 FLOOR_SIGNIFICANCE = 4.0
 FLOOR_ROUNDS = 3
 #: Smallest share of a motif's energy a copy's noise is scaled for (a copy
