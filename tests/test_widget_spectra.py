@@ -4,6 +4,7 @@ while results arrive, partial and physical-axis Nanonis grids, the quick look.""
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import time
 
@@ -18,19 +19,21 @@ def _corr(a, b):
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def _solve_with_gap_timer(widget, qtbot, interval_ms=10):
-    """Run; return the largest event-loop gaps from the worker's result until
-    the results are shown and drawn (run_finished + 0.5 s of paints).
+def _solve_with_gap_timer(viewer, widget, qtbot, interval_ms=10):
+    """Run; return the event loop's turns and the layer insertions from the
+    worker's result until the results are shown and drawn (run_finished +
+    0.5 s of paints).
 
-    Returns ``(cpu_gap, wall_gap, ticks)``: between two ticks of a QTimer,
-    the main thread's CPU time (the work that held the loop; what the user
-    feels on a machine to themselves) and the wall time (larger when other
-    processes share the cores, as on a busy test machine).
+    Returns ``(ticks, inserted)``: ``(monotonic, thread_time)`` at each turn
+    of a 10 ms QTimer, and the monotonic time of each layer insertion, both
+    from the result's arrival on.
     """
     ticks: list[tuple[float, float]] = []
+    inserted: list[float] = []
     timer = QTimer()
     timer.setInterval(interval_ms)
     timer.timeout.connect(lambda: ticks.append((time.monotonic(), time.thread_time())))
+    viewer.layers.events.inserted.connect(lambda _e: inserted.append(time.monotonic()))
     timer.start()
     arrived: list[tuple[float, float]] = []
     try:
@@ -46,9 +49,7 @@ def _solve_with_gap_timer(widget, qtbot, interval_ms=10):
         timer.stop()
     assert blocker.args[0] == "done", widget._status.value
     t0 = arrived[0]
-    during = np.array([t0, *[t for t in ticks if t[0] > t0[0]]])
-    gaps = np.diff(during, axis=0).max(axis=0)
-    return float(gaps[1]), float(gaps[0]), len(during)
+    return [t0, *[t for t in ticks if t[0] > t0[0]]], [t for t in inserted if t > t0[0]]
 
 
 def test_cube_sample_spectra_histogram_and_no_hitch(viewer_widget, qtbot, tmp_path):
@@ -58,13 +59,18 @@ def test_cube_sample_spectra_histogram_and_no_hitch(viewer_widget, qtbot, tmp_pa
     src = viewer.layers["synthetic cube"]
     widget._k.value, widget._n.value = 12, 2
     widget._stack.value = "cube"
-    cpu_gap, wall_gap, n_ticks = _solve_with_gap_timer(widget, qtbot)
-    # The event loop kept turning while the layers and plots appeared: no
-    # more than 0.25 s of main-thread work between two turns (at once, napari
-    # took 0.4-0.7 s to add these layers). Wall time only adds other
-    # processes' share of the cores (benchmarks/bench_gui_gap.py measures it).
-    print(f"largest gap: cpu {cpu_gap:.3f} s, wall {wall_gap:.3f} s")
-    assert n_ticks > 5 and cpu_gap < 0.25, (cpu_gap, wall_gap)
+    ticks, inserted = _solve_with_gap_timer(viewer, widget, qtbot)
+    # The event loop kept turning while the layers and plots appeared: it
+    # turned between every two result layers napari added (all at once, it
+    # would not turn until the last; each insertion costs napari 0.1-0.2 s
+    # here). How long the turns wait is a matter of the machine's speed and
+    # load, measured by benchmarks/bench_gui_gap.py, not asserted here.
+    turns = np.array([t for t, _ in ticks])
+    assert len(inserted) >= 4, inserted
+    between = [int(((turns > a) & (turns < b)).sum()) for a, b in itertools.pairwise(inserted)]
+    assert min(between) >= 1, between
+    gaps = np.diff(np.array(ticks), axis=0).max(axis=0)
+    print(f"largest gap: cpu {gaps[1]:.3f} s, wall {gaps[0]:.3f} s")
 
     # Status in the user's terms.
     status = widget._status.value
