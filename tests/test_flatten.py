@@ -109,3 +109,19 @@ def test_columns_remove_the_scan_start_band_and_keep_defects_and_lattice():
     assert out[60, 100] - np.median(out[60]) == pytest.approx(-2.0, abs=0.3)
     # Off by default: the old behaviour for callers that do not ask.
     assert np.array_equal(flatten(z), flatten(z, columns=False))
+
+
+def test_shows_scan_lines_tells_an_unflattened_scan_from_a_picture():
+    from napari_sasd.flatten import shows_scan_lines
+    from napari_sasd.synthetic import make_synthetic
+
+    img = make_synthetic((128, 128), 10, 1, noise=0.05, seed=2, copies_per_area=0.3).image
+    rng = np.random.default_rng(0)
+    tilt = 0.01 * np.arange(128)[None, :]  # a plane is not scan lines
+    assert not shows_scan_lines(img + tilt)
+    offsets = rng.normal(0, 3 * img.std(), (128, 1))  # one level per scan line
+    assert shows_scan_lines(img + offsets + tilt)
+    # Columns offsets (the slow axis along the rows) are not scan lines either.
+    assert not shows_scan_lines(img + offsets.T)
+    # Once the lines are flattened there is nothing left to tell.
+    assert not shows_scan_lines(flatten(img + offsets))

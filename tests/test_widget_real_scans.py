@@ -248,3 +248,20 @@ def test_changing_only_lambda_relocates_on_the_prepared_data_with_the_scars(
     assert widget.runner.image is prepared
     np.testing.assert_array_equal(kw["mask"], ~marks)
     assert widget.analysis.analysis.scars is not None
+
+
+def test_a_picture_with_scan_lines_gets_flattening_and_a_synthetic_one_does_not(viewer_widget):
+    from napari_sasd.synthetic import make_synthetic
+
+    viewer, widget = viewer_widget
+    data = make_synthetic((128, 128), 10, 1, noise=0.05, seed=2, copies_per_area=0.3)
+    assert not widget._flatten.value  # the default
+    viewer.add_image(data.image, name="clean")
+    assert widget._image.value.name == "clean" and not widget._flatten.value
+    # The same picture with the line-to-line offsets of an unflattened scan
+    # (as exported to a JPEG: nothing in the file says it is a scan).
+    offsets = np.random.default_rng(0).normal(0, 3 * data.image.std(), (128, 1))
+    viewer.add_image(data.image + offsets, name="exported scan")
+    widget._image.value = viewer.layers["exported scan"]
+    assert widget._flatten.value and widget._scars.value
+    assert "scan lines: flattening on" in widget._info.value
