@@ -221,3 +221,15 @@ def test_box_scores_is_one_to_one():
     # Two points in one box: one match; a point 2 px outside a box still counts.
     assert box_scores([[5, 5], [6, 6], [46.5, 44]], boxes) == pytest.approx((2 / 3, 1.0, 0.8))
     assert box_scores(np.zeros((0, 2)), boxes)[:2] == (1.0, 0.0)
+
+
+def test_a_single_motif_is_kept_unless_dense():
+    # Two lobes: the side peak of its autocorrelation looks like a lattice's.
+    k = 11
+    yy, xx = np.mgrid[:k, :k] - k // 2
+    dumbbell = np.exp(-((yy**2 + (xx - 2) ** 2) / 2.0)) + np.exp(-((yy**2 + (xx + 2) ** 2) / 2.0))
+    assert motif_flags(dumbbell[None]) == [["periodic"]]  # by shape alone
+    # With its copies' significance, the only motif is the defect kind...
+    assert motif_flags(dumbbell[None], [40], (256, 256), strength=[3.0]) == [[]]
+    # ... unless its copies cover the image (a lattice learnt as the motif).
+    assert motif_flags(dumbbell[None], [4000], (256, 256), strength=[3.0]) == [["dense"]]
