@@ -75,3 +75,66 @@ def test_locate_run_detects_like_a_learn_run(dock):
     n0, n1 = len(a.defects), len(again.analysis.defects)
     assert abs(n1 - n0) <= max(2, 0.1 * n0), (n0, n1)
     _same(again.candidates.select(4.0, again.analysis.flags), again.analysis.redetect(4.0))
+
+
+def test_analysis_stops_between_preparation_steps_and_checks_inputs_first(monkeypatch):
+    # The dock's Cancel acts where the generator yields: the preparation
+    # (flatten, scars, lattice: 0.3-1 s each on 1024^2) yields between steps.
+    import napari_sasd.pipeline as pl
+    from napari_sasd.synthetic import make_synthetic
+
+    solves = []
+    real = pl.iter_solve
+    monkeypatch.setattr(pl, "iter_solve", lambda *a, **k: solves.append(1) or real(*a, **k))
+    img = make_synthetic((96, 96), 8, 1, noise=0.05, seed=1, copies_per_area=0.3).image
+    gen = pl.iter_analyse(img, 8, 1)
+    assert solves == []  # nothing runs before the first next()
+    steps = [next(gen), next(gen)]
+    assert steps == [None, None] and solves == []
+    gen.close()  # what a cancelled worker does
+    assert solves == []
+    # Bad input is refused when the generator is made, before any preparation.
+    with pytest.raises(ValueError, match="kernel"):
+        pl.iter_analyse(img, 200, 1)
+    # Run to its end, it still gives the analysis.
+    an = pl.analyse(img, 8, 1)
+    assert len(an.defects) > 5 and solves == [1]
+
+
+def test_the_worker_loop_cancels_between_preparation_steps():
+    import threading
+
+    from napari_sasd.worker import throttled
+
+    cancel = threading.Event()
+    done = []
+
+    def work():
+        yield None  # flattened
+        done.append("scars")
+        yield None  # scars marked
+        done.append("lattice")
+        yield None
+        done.append("solve")
+        return "result"
+
+    loop = throttled(work(), cancel)
+    # Preparation steps show nothing: the first thing out is the return value.
+    with pytest.raises(StopIteration) as stop:
+        next(loop)
+    assert stop.value.value == "result" and done == ["scars", "lattice", "solve"]
+    # Cancel pressed while the scars are marked: the lattice step never runs.
+    done.clear()
+
+    def cancelled_during_scars():
+        yield None
+        cancel.set()
+        done.append("scars")
+        yield None
+        done.append("lattice")
+        yield None
+        return "result"
+
+    with pytest.raises(StopIteration) as stop:
+        next(throttled(cancelled_during_scars(), cancel))
+    assert stop.value.value is None and done == ["scars"]

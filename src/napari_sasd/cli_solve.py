@@ -184,7 +184,7 @@ def solve_file(
         except StopIteration as stop:
             result = stop.value
             break
-        if bar is not None:
+        if bar is not None and p is not None:  # None: a preparation step (analyse)
             bar.update(p.fraction, f"stage {p.stage + 1}/{p.n_stages}")
     if bar is not None:
         bar.close()

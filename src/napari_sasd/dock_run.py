@@ -90,8 +90,9 @@ def iter_dock_analysis(
 ) -> Generator[SolveProgress, None, DockAnalysis]:
     """:func:`~napari_sasd.pipeline.iter_analyse` started on the first ``next()``.
 
-    ``iter_analyse`` prepares the data (flatten, scars, lattice) when called;
-    here that call happens inside the generator, so in the worker thread.
+    Everything, the input checks included, happens inside the generator, so
+    in the worker thread; the preparation yields ``None`` between its steps
+    (flatten, scars, lattice), where the worker's Cancel takes effect.
     """
     analysis = yield from _with_candidates(iter_analyse(image, **kwargs))
     return analysis

@@ -30,6 +30,7 @@ from .peaks import Defects
 from .result import SolveProgress, SolveResult, run_to_end
 from .scars import ScarOptions, defect_cores, has_scars, mark_scars
 from .solver import iter_solve
+from .validation import prepare as check_inputs
 
 __all__ = [
     "Analysis",
@@ -124,6 +125,12 @@ def flag_motifs(
     return motif_flags(kernels, defects.counts(n), image_shape, strength, evidence)
 
 
+#: What the preparation hands the solve: data, mask, scar mask, lattice, record.
+Prepared = tuple[
+    np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None, dict[str, Any]
+]
+
+
 def _prepare(
     image: np.ndarray,
     channel_axis: int | None,
@@ -132,9 +139,13 @@ def _prepare(
     scars: Auto,
     lattice: str,
     kernel_size: tuple[int, int],
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None, dict[str, Any]]:
+) -> Generator[None, None, Prepared]:
     """Flatten, mark scars, remove the lattice: the data to solve, its mask,
-    the scar mask and the lattice (channels first for a cube)."""
+    the scar mask and the lattice (channels first for a cube).
+
+    A generator that yields ``None`` between its steps (0.3-1 s each on
+    1024^2), so that a run being cancelled stops there rather than after the
+    whole preparation; its value is the prepared data."""
     data = np.asarray(image, np.float64)
     if channel_axis is not None:
         data = np.moveaxis(data, channel_axis, 0)
@@ -145,12 +156,14 @@ def _prepare(
         # with it the labelled WSe2 scans' best reachable F1 went from
         # 0.66-0.84 to 0.76-0.91 (benchmarks/README.md, issue 14 notes).
         data = flatten_image(data, mask=obs, columns=True)
+        yield None
     scar_mask = None
     if scars != "off":
         # ScarOptions' defaults, not a length tied to the motif size: at
         # min_length = k (or k / 2) the 100 nm WSe2 scan's streaks were only
         # partly marked and a motif learnt them (F1 0.38 instead of 0.61).
         marked = mark_scars(data, ScarOptions(), mask=obs)
+        yield None
         # Defect cores span many lines; scars a few: never leave a defect out.
         marked &= ~defect_cores(data, kernel_size, obs)
         info["scar_fraction"] = float(marked.mean())
@@ -159,6 +172,7 @@ def _prepare(
             obs = ~marked if obs is None else obs & ~marked
     lat = None
     if lattice != "off":
+        yield None
         term = LatticeTerm()
         fit = term.fit(data, obs)
         found = term.lattice
@@ -187,8 +201,11 @@ def iter_analyse(
 ) -> Generator[SolveProgress, None, Analysis]:
     """Like :func:`analyse`, as a generator of the solver's progress snapshots.
 
-    Inputs are checked when this is called. Returns the :class:`Analysis`
-    (``StopIteration.value``).
+    Inputs are checked when this is called; the work starts at the first
+    ``next()``. The preparation (flatten, scars, lattice) yields ``None``
+    between its steps, so a caller can stop there; then come the solver's
+    :class:`~napari_sasd.result.SolveProgress` snapshots. Returns the
+    :class:`Analysis` (``StopIteration.value``).
     """
     if scars not in ("auto", "on", "off"):
         raise ValueError(f"scars must be 'auto', 'on' or 'off', got {scars!r}")
@@ -204,16 +221,20 @@ def iter_analyse(
         ksize = (int(ks[0]), int(ks[1]))
     except (TypeError, ValueError, IndexError):
         raise ValueError(f"kernel_size must be K or (KH, KW), got {kernel_size!r}") from None
-    data, obs, scar_mask, lat, info = _prepare(
-        img, channel_axis, mask, flatten, scars, lattice, ksize
+    # The solver's own checks (sizes, lambda, mask, ...), before any work.
+    check_inputs(
+        img, kernel_size, n_motifs, lam, channel_axis, mask, solve_kwargs.get("init_kernels")
     )
+    prep = _prepare(img, channel_axis, mask, flatten, scars, lattice, ksize)
+    return _run(prep, kernel_size, n_motifs, lam, solve_kwargs, significance, keep_artefacts)
+
+
+def _run(prep, kernel_size, n_motifs, lam, solve_kwargs, significance, keep_artefacts):
+    # Preparation, solve and detection, yielding ``None`` during the
+    # preparation (:func:`_prepare`) and the solver's snapshots after it.
+    data, obs, scar_mask, lat, info = yield from prep
     cax = None if data.ndim == 2 else 0
-    # The solver checks everything else (sizes, lambda, ...) before any work.
     gen = iter_solve(data, kernel_size, n_motifs, lam, channel_axis=cax, mask=obs, **solve_kwargs)
-    return _finish(gen, data, obs, scar_mask, lat, info, significance, keep_artefacts)
-
-
-def _finish(gen, data, obs, scar_mask, lat, info, significance, keep_artefacts):
     result: SolveResult = yield from gen
     recon = np.asarray(result.reconstruction, np.float64)
     if data.ndim == 3 and recon.ndim == 3 and recon.shape != data.shape:

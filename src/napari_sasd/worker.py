@@ -66,6 +66,11 @@ def throttled(
                 if pending is not None:
                     yield pending
                 return stop.value
+            if snap is None:
+                # A step of the work before the solve (the analysis'
+                # preparation): nothing to show, but the cancel check above
+                # now runs between those steps.
+                continue
             now = time.monotonic()
             if now - last >= interval:
                 last, pending = now, None
