@@ -16,8 +16,9 @@ We compared, on the real FeSe ``.sxm`` (224 x 224, scan direction down):
   a Dataset with a lower-left origin.
 
 The format is small and documented (Nanonis "SXM file format" and "3ds grid
-file format" notes), so ~200 lines here avoid a dependency and give us the
-orientation and the one-line errors we want.
+file format" notes), so a few hundred lines here (``sxm``, ``grid``,
+``_common``) avoid a dependency and give us the orientation and the one-line
+errors we want.
 
 The reader is split by format: :mod:`.sxm` (scans), :mod:`.grid` (``.3ds``
 grids and their sweep axis) and :mod:`._common` (the error type and the
