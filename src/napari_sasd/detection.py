@@ -37,6 +37,7 @@ from scipy import ndimage, signal
 from scipy.spatial import cKDTree
 
 from .peaks import Defects, find_defects
+from .rims import Rims, find_rims
 
 __all__ = [
     "DEFAULT_SIGNIFICANCE",
@@ -94,12 +95,16 @@ class CopyMaps:
         (:func:`copy_maps`).
     radius : int
         Smallest distance between two copies of one motif, in pixels.
+    rims : Rims or None
+        Large defects' rims (:mod:`napari_sasd.rims`), where several copies
+        are one defect; None: not sought (no data given).
     """
 
     maps: np.ndarray
     noise: np.ndarray
     local_noise: np.ndarray
     radius: int
+    rims: Rims | None = None
 
     def thresholds(self, z: float = DEFAULT_SIGNIFICANCE) -> np.ndarray:
         """Per-motif amplitude thresholds (image units) at significance ``z``."""
@@ -228,7 +233,8 @@ def copy_maps(
     data : array_like, optional
         The analysed data (shaped like ``residual``): the noise is then at
         least the robust std of each motif's matched filter on it, a level
-        lambda does not move (module docstring).
+        lambda does not move (module docstring), and the large defects'
+        rims are sought in it (:func:`napari_sasd.rims.find_rims`).
 
     Returns
     -------
@@ -285,10 +291,14 @@ def copy_maps(
         den = ndimage.uniform_filter(obs.astype(np.float64), win, mode="constant")
         local[n] = np.maximum(np.sqrt(num / np.maximum(den, 1e-12)), noise[n])
         edge[n] = _edge_factor(mf * cut[n], obs, (kh, kw))
+    rims = None
     if y is not None:
         noise, local = _background_floor(x, a, y, obs, maps, noise, local)
+        rims = find_rims(y, a, obs)
     local = local * cut * edge
-    return CopyMaps(maps=maps, noise=noise, local_noise=local, radius=max(1, min(kh, kw) // 2))
+    return CopyMaps(
+        maps=maps, noise=noise, local_noise=local, radius=max(1, min(kh, kw) // 2), rims=rims
+    )
 
 
 def detect_copies(

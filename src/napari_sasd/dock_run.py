@@ -20,8 +20,9 @@ import numpy as np
 
 from .detection import CopyMaps, copy_maps, detect_copies, merge_motifs
 from .peaks import Defects
-from .pipeline import Analysis, flag_motifs, iter_analyse, without_artefacts
+from .pipeline import Analysis, flag_motifs, iter_analyse, user_defects
 from .result import SolveProgress, SolveResult
+from .rims import Rims
 
 __all__ = ["Candidates", "DockAnalysis", "iter_dock_analysis", "iter_dock_locate"]
 
@@ -42,12 +43,15 @@ class Candidates:
     significance: np.ndarray
     radius: int
     n_motifs: int
+    rims: Rims | None = None
 
     @classmethod
     def of(cls, copies: CopyMaps) -> Candidates:
         """All peaks of ``copies`` (worker thread: a peak search over the maps)."""
         found = detect_copies(copies, 0.0, merge=False)
-        return cls(found, copies.significance(found), int(copies.radius), len(copies.maps))
+        return cls(
+            found, copies.significance(found), int(copies.radius), len(copies.maps), copies.rims
+        )
 
     def select(
         self, significance: float, flags: list[list[str]] | None = None, keep_artefacts=False
@@ -60,9 +64,8 @@ class Candidates:
         zk = z[ok]
         if self.n_motifs >= 2:
             found = merge_motifs(found, zk, self.radius)
-        return without_artefacts(
-            found, flags or [[] for _ in range(self.n_motifs)], bool(keep_artefacts)
-        )
+        flags = flags or [[] for _ in range(self.n_motifs)]
+        return user_defects(found, self.rims, flags, bool(keep_artefacts))
 
 
 @dataclass
@@ -129,7 +132,7 @@ def iter_dock_locate(
     settings = dict(info or {})
     settings.update(significance=float(significance), keep_artefacts=bool(keep_artefacts))
     analysis = Analysis(
-        result=result, defects=without_artefacts(every, flags, bool(keep_artefacts)),
+        result=result, defects=user_defects(every, copies.rims, flags, bool(keep_artefacts)),
         copies=copies,
         significance=float(significance), data=data, scars=scars, lattice=lattice, flags=flags,
         settings=settings,

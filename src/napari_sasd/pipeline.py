@@ -28,6 +28,7 @@ from .flatten import flatten as flatten_image
 from .lattice import LatticeTerm
 from .peaks import Defects
 from .result import SolveProgress, SolveResult, run_to_end
+from .rims import Rims, merge_rims
 from .scars import ScarOptions, defect_cores, has_scars, mark_scars
 from .solver import iter_solve
 from .validation import prepare as check_inputs
@@ -38,6 +39,7 @@ __all__ = [
     "analysis_record",
     "flag_motifs",
     "iter_analyse",
+    "user_defects",
     "without_artefacts",
 ]
 
@@ -92,7 +94,9 @@ class Analysis:
             if keep_artefacts is None
             else keep_artefacts
         )
-        return without_artefacts(detect_copies(self.copies, significance), self.flags, keep)
+        return user_defects(
+            detect_copies(self.copies, significance), self.copies.rims, self.flags, keep
+        )
 
 
 def without_artefacts(
@@ -103,6 +107,17 @@ def without_artefacts(
         return defects
     ok = np.array([not flags[m] for m in defects.motif], bool).reshape(-1)
     return Defects(defects.positions[ok], defects.motif[ok], defects.amplitude[ok])
+
+
+def user_defects(
+    every: Defects, rims: Rims | None, flags: list[list[str]], keep_artefacts: bool = False
+) -> Defects:
+    """The points a user gets from the significant copies: flagged motifs'
+    left out (unless ``keep_artefacts``), then the copies on one large
+    defect's rim merged into one point (:func:`napari_sasd.rims.merge_rims`;
+    after the flags, so that a flagged motif's copy on the defect's core
+    cannot take the merged point with it)."""
+    return merge_rims(without_artefacts(every, flags, keep_artefacts), rims)
 
 
 def flag_motifs(
@@ -243,7 +258,7 @@ def _run(prep, kernel_size, n_motifs, lam, solve_kwargs, significance, keep_arte
     copies = copy_maps(result.activations, result.kernels, resid, obs, data)
     all_defects = detect_copies(copies, significance)
     flags = flag_motifs(result.kernels, copies, all_defects, data.shape[-2:], significance)
-    defects = without_artefacts(all_defects, flags, keep_artefacts)
+    defects = user_defects(all_defects, copies.rims, flags, keep_artefacts)
     info.update(significance=float(significance), keep_artefacts=bool(keep_artefacts))
     return Analysis(
         result=result, defects=defects, copies=copies, significance=float(significance), data=data,
