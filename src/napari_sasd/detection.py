@@ -38,6 +38,7 @@ from scipy.spatial import cKDTree
 
 from .peaks import Defects, find_defects
 from .rims import Rims, find_rims
+from .spans import FAINT_MARGIN, LineSpans
 
 __all__ = [
     "DEFAULT_SIGNIFICANCE",
@@ -98,6 +99,10 @@ class CopyMaps:
     rims : Rims or None
         Large defects' rims (:mod:`napari_sasd.rims`), where several copies
         are one defect; None: not sought (no data given).
+    spans : LineSpans or None
+        The data to measure how many scan lines a copy spans
+        (:mod:`napari_sasd.spans`): a faint copy that spans many counts just
+        under the threshold; None: no data given, the threshold alone.
     """
 
     maps: np.ndarray
@@ -105,6 +110,7 @@ class CopyMaps:
     local_noise: np.ndarray
     radius: int
     rims: Rims | None = None
+    spans: LineSpans | None = None
 
     def thresholds(self, z: float = DEFAULT_SIGNIFICANCE) -> np.ndarray:
         """Per-motif amplitude thresholds (image units) at significance ``z``."""
@@ -291,14 +297,16 @@ def copy_maps(
         den = ndimage.uniform_filter(obs.astype(np.float64), win, mode="constant")
         local[n] = np.maximum(np.sqrt(num / np.maximum(den, 1e-12)), noise[n])
         edge[n] = _edge_factor(mf * cut[n], obs, (kh, kw))
-    rims = None
+    rims = spans = None
     if y is not None:
         noise, local = _background_floor(x, a, y, obs, maps, noise, local)
         rims = find_rims(y, a, obs)
+        spans = LineSpans(y, a)
     local = local * cut * edge
     return CopyMaps(
-        maps=maps, noise=noise, local_noise=local, radius=max(1, min(kh, kw) // 2), rims=rims
-    )
+        maps=maps, noise=noise, local_noise=local, radius=max(1, min(kh, kw) // 2), rims=rims,
+        spans=spans,
+    )  # fmt: skip
 
 
 def detect_copies(
@@ -312,7 +320,9 @@ def detect_copies(
         From :func:`copy_maps`.
     significance : float
         Smallest amplitude counted, in units of the local noise of the
-        motif's matched filter (:meth:`CopyMaps.significance`).
+        motif's matched filter (:meth:`CopyMaps.significance`). With
+        ``maps.spans``, a copy down to ``significance - FAINT_MARGIN``
+        counts too when it spans many scan lines (:mod:`napari_sasd.spans`).
     merge : bool
         Where copies of different motifs lie within ``maps.radius`` of each
         other (one defect explained by two motifs), keep the most significant.
@@ -324,9 +334,16 @@ def detect_copies(
     """
     if not np.isfinite(significance) or significance < 0:
         raise ValueError(f"significance must be a number >= 0, got {significance!r}")
+    low = significance if maps.spans is None else max(significance - FAINT_MARGIN, 0.0)
     # Every peak above the global level, then each held to its local level.
-    found = find_defects(maps.maps, maps.thresholds(significance), min_distance=maps.radius)
-    ok = maps.significance(found) > significance
+    found = find_defects(maps.maps, maps.thresholds(low), min_distance=maps.radius)
+    z = maps.significance(found)
+    ok = z > significance
+    if maps.spans is not None:
+        faint = (z > low) & ~ok
+        if faint.any():
+            sub = Defects(found.positions[faint], found.motif[faint], found.amplitude[faint])
+            ok[np.flatnonzero(faint)[maps.spans.tall(sub)]] = True
     found = Defects(found.positions[ok], found.motif[ok], found.amplitude[ok])
     if not merge or len(found) < 2 or len(maps.maps) < 2:
         return found

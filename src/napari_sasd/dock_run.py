@@ -23,6 +23,7 @@ from .peaks import Defects
 from .pipeline import Analysis, flag_motifs, iter_analyse, user_defects
 from .result import SolveProgress, SolveResult
 from .rims import Rims
+from .spans import FAINT_MARGIN
 
 __all__ = ["Candidates", "DockAnalysis", "iter_dock_analysis", "iter_dock_locate"]
 
@@ -44,22 +45,30 @@ class Candidates:
     radius: int
     n_motifs: int
     rims: Rims | None = None
+    tall: np.ndarray | None = None
 
     @classmethod
     def of(cls, copies: CopyMaps) -> Candidates:
-        """All peaks of ``copies`` (worker thread: a peak search over the maps)."""
+        """All peaks of ``copies`` (worker thread: a peak search over the maps,
+        and each peak's span in scan lines, :mod:`napari_sasd.spans`)."""
         found = detect_copies(copies, 0.0, merge=False)
+        tall = None if copies.spans is None else copies.spans.tall(found)
         return cls(
-            found, copies.significance(found), int(copies.radius), len(copies.maps), copies.rims
-        )
+            found, copies.significance(found), int(copies.radius), len(copies.maps), copies.rims,
+            tall,
+        )  # fmt: skip
 
     def select(
         self, significance: float, flags: list[list[str]] | None = None, keep_artefacts=False
     ) -> Defects:
-        """The copies above ``significance`` (one per defect), flagged motifs'
-        left out unless ``keep_artefacts``: as :meth:`Analysis.redetect`."""
+        """The copies above ``significance`` (one per defect; a faint one that
+        spans many scan lines down to ``significance - FAINT_MARGIN``),
+        flagged motifs' left out unless ``keep_artefacts``: as
+        :meth:`Analysis.redetect`."""
         d, z = self.defects, self.significance
         ok = z > significance
+        if self.tall is not None:
+            ok |= self.tall & (z > max(significance - FAINT_MARGIN, 0.0))
         found = Defects(d.positions[ok], d.motif[ok], d.amplitude[ok])
         zk = z[ok]
         if self.n_motifs >= 2:
