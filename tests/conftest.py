@@ -1,9 +1,15 @@
-"""GUI test fixtures: isolated settings, the widget opened through the manifest."""
+"""Test fixtures: isolated settings, the widget opened through the manifest,
+the labelled real scans (skipped when ``../shared/data`` is absent)."""
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import numpy as np
 import pytest
+
+WSE2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "wse2_mlstm"
 
 
 @pytest.fixture(autouse=True)
@@ -46,3 +52,21 @@ def small_image():
     data = make_synthetic((128, 128), 10, 2, noise=0.05, seed=1)
     data.image = data.image.astype(np.float64)
     return data
+
+
+@pytest.fixture
+def labelled_scan():
+    """Loader of a labelled WSe2 scan by file name: ``(image, boxes, labels)``,
+    boxes ``(x, y, width, height)`` in the image's pixels; skips when the
+    measured data is not there (a fresh checkout has no ``../shared``)."""
+    from napari_sasd.imageio import read_image
+
+    def load(name: str):
+        if not (WSE2 / name).exists():
+            pytest.skip("labelled WSe2 scans not present (../shared/data)")
+        with open(WSE2 / "labels.csv", newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r["filename"] == name]
+        boxes = np.array([[float(r[v]) for v in ("x", "y", "width", "height")] for r in rows])
+        return read_image(WSE2 / name).data, boxes, [r["label"] for r in rows]
+
+    return load

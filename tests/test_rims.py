@@ -10,8 +10,6 @@ and when the dock's slider path and the analysis disagree.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy import signal
@@ -20,7 +18,7 @@ from napari_sasd.detection import copy_maps, detect_copies
 from napari_sasd.dock_run import Candidates
 from napari_sasd.metrics import box_scores
 from napari_sasd.peaks import Defects
-from napari_sasd.pipeline import user_defects
+from napari_sasd.pipeline import analyse, user_defects
 from napari_sasd.rims import find_rims, merge_rims
 
 K = 15
@@ -98,21 +96,9 @@ def test_the_slider_and_the_analysis_merge_alike():
     assert len(direct) < len(detect_copies(copies, z))
 
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wse2_mlstm"
-SCAN = "WSe2-SL445_211119_-1.4V_100x100_Z_033.jpg"
-
-
-@pytest.mark.skipif(not (DATA / SCAN).exists(), reason="labelled WSe2 scans not present")
-def test_large_bright_defects_of_a_labelled_scan_get_one_point_each():
-    import csv
-
-    from napari_sasd.imageio import read_image
-    from napari_sasd.pipeline import analyse
-
-    img = read_image(DATA / SCAN).data
-    rows = [r for r in csv.DictReader(open(DATA / "labels.csv")) if r["filename"] == SCAN]
-    boxes = np.array([[float(r[v]) for v in ("x", "y", "width", "height")] for r in rows])
-    large = np.array([r["label"] == "Large Bright Peak" for r in rows])
+def test_large_bright_defects_of_a_labelled_scan_get_one_point_each(labelled_scan):
+    img, boxes, labels = labelled_scan("WSe2-SL445_211119_-1.4V_100x100_Z_033.jpg")
+    large = np.array([lab == "Large Bright Peak" for lab in labels])
     an = analyse(img, 20, 2)
     p = an.defects.positions
     counts = []

@@ -12,7 +12,6 @@ when the dock's slider path disagrees with the detection.
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +19,9 @@ from scipy import signal
 
 from napari_sasd.detection import CopyMaps, detect_copies
 from napari_sasd.dock_run import Candidates
+from napari_sasd.metrics import box_scores
 from napari_sasd.peaks import Defects
+from napari_sasd.pipeline import analyse
 from napari_sasd.spans import FAINT_MARGIN, TALL_SHARE, LineSpans
 
 K = 15
@@ -103,21 +104,8 @@ def test_the_slider_counts_faint_copies_as_the_detection_does(z):
     np.testing.assert_allclose(np.sort(slider.positions, 0), np.sort(direct.positions, 0))
 
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wse2_mlstm"
-SCAN = "WSe2-SL445_211119_-1.4V_50x50_Z_073.jpg"
-
-
-@pytest.mark.skipif(not (DATA / SCAN).exists(), reason="labelled WSe2 scans not present")
-def test_faint_defects_of_a_labelled_scan_are_found_without_streaks():
-    import csv
-
-    from napari_sasd.imageio import read_image
-    from napari_sasd.metrics import box_scores
-    from napari_sasd.pipeline import analyse
-
-    img = read_image(DATA / SCAN).data
-    rows = [r for r in csv.DictReader(open(DATA / "labels.csv")) if r["filename"] == SCAN]
-    boxes = np.array([[float(r[v]) for v in ("x", "y", "width", "height")] for r in rows])
+def test_faint_defects_of_a_labelled_scan_are_found_without_streaks(labelled_scan):
+    img, boxes, _ = labelled_scan("WSe2-SL445_211119_-1.4V_50x50_Z_073.jpg")
     an = analyse(img, 30, 2)
     p, r, _ = box_scores(an.defects.positions, boxes)
     # 28 of 44 found at precision 0.93 without the faint tier; 32 at 0.94 with it.
