@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="Z",
         help="count a copy when its amplitude exceeds Z times the local noise of its "
-        "motif's matched filter (default 4)",
+        "motif's matched filter (default 4), or Z - 1 when it spans many scan lines",
     )
     s.add_argument(
         "--keep-artefacts",

@@ -118,7 +118,9 @@ class SasdWidget(
             readout=True,
             tooltip="A copy counts as a defect when its amplitude is above this many times "
             "the local noise of its motif's matched filter (4: about one false copy per "
-            "1024² image of pure noise).\nUpdates the points at once, without searching again.",
+            "1024² image of pure noise). A copy up to 1 under it counts too when it spans "
+            "many scan lines, like a faint defect and unlike a streak.\nUpdates the points "
+            "at once, without searching again.",
         )
         self._keep_artefacts = CheckBox(
             text="Count artefact motifs too",
