@@ -6,7 +6,12 @@ hands the main thread only what it needs:
 
 - snapshots, throttled in the worker thread (one every ``interval`` seconds),
   so a fast solver cannot flood the Qt event queue;
-- a ``napari.utils.progress`` bar (activity dock) updated from the main thread;
+- no ``napari.utils.progress`` bar: the dock shows its own progress bar and
+  stage. While a napari progress bar exists, napari's activity indicator
+  repaints the main window continuously, and that took the worker thread's
+  CPU: a 1024^2 scan with two motifs took 58 s in the dock with one, 26 s
+  without, 22 s as a plain ``analyse`` (``benchmarks/bench_dock_time.py``,
+  2 cores, Xvfb);
 - a cancel flag checked at *every* iteration, so Cancel takes effect within
   one iteration even between throttled yields; the solver generator is closed
   in the worker thread;
@@ -26,8 +31,6 @@ from typing import Any
 import numpy as np
 
 from .result import SolveProgress, SolveResult
-
-_PROGRESS_STEPS = 1000
 
 
 class SolveError(Exception):
@@ -102,8 +105,6 @@ class SolveRunner:
         ``"error"``.
     interval : float
         Minimum seconds between two snapshots handed to the main thread.
-    desc : str
-        Label of the progress bar in napari's activity dock.
     solve : callable, optional
         The generator function (default :func:`napari_sasd.iter_solve`).
     **solve_kwargs
@@ -124,7 +125,6 @@ class SolveRunner:
         on_error: Callable[[Exception], Any] | None = None,
         on_finished: Callable[[str], Any] | None = None,
         interval: float = 0.2,
-        desc: str = "Finding motifs",
         solve: Callable[..., Iterator[SolveProgress]] | None = None,
         **solve_kwargs: Any,
     ) -> None:
@@ -135,12 +135,10 @@ class SolveRunner:
         self.on_error = on_error
         self.on_finished = on_finished
         self.interval = float(interval)
-        self.desc = desc
         self._solve = solve
         self._cancel = threading.Event()
         self._state = "idle"
         self.worker = None
-        self.pbar = None
         self.last_progress: SolveProgress | None = None
 
     @property
@@ -162,7 +160,6 @@ class SolveRunner:
             The napari worker (its signals can be waited on in tests).
         """
         from napari.qt.threading import create_worker
-        from napari.utils import progress
 
         solve = self._solve
         if solve is None:
@@ -176,7 +173,6 @@ class SolveRunner:
         worker.errored.connect(self._on_errored)
         worker.finished.connect(self._on_finished)
         self.worker = worker
-        self.pbar = progress(total=_PROGRESS_STEPS, desc=self.desc)
         self._state = "running"
         worker.start()
         return worker
@@ -195,14 +191,6 @@ class SolveRunner:
         if self._state != "running" or snap is None:
             return
         self.last_progress = snap
-        pbar = self.pbar  # local: updating it may process events (and finish)
-        if pbar is not None:
-            pbar.set_description(f"{self.desc}: stage {snap.stage + 1}/{snap.n_stages}")
-            n = round(snap.fraction * _PROGRESS_STEPS)
-            if n > pbar.n:
-                pbar.update(n - pbar.n)
-        if self._state != "running":  # the update let the run finish meanwhile
-            return
         if self.on_progress is not None:
             self.on_progress(snap)
 
@@ -229,8 +217,5 @@ class SolveRunner:
         if self._state == "running":
             # The worker ended without result or error: treat as cancelled.
             self._state = "cancelled"
-        if self.pbar is not None:
-            self.pbar.close()
-            self.pbar = None
         if self.on_finished is not None:
             self.on_finished(self._state)

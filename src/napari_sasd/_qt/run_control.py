@@ -52,7 +52,6 @@ class RunControl:
                 on_result=self._on_result,
                 on_error=self._on_error,
                 on_finished=self._on_finished,
-                desc=f"Finding motifs in {ctx.source.name}",
                 **kwargs,
             )
             runner.start()
