@@ -357,3 +357,22 @@ def test_ctrl_c_with_jobs_stops_every_process_in_one_line(tmp_path, jobs, when, 
     assert all(n.endswith(".sasd") and not n.startswith(".") for n in left), left
     for name in left:
         load_bundle(out / name)
+
+
+def test_the_recorded_flatten_mode_given_back_reproduces_the_run(tmp_path, capsys):
+    # A scan whose lines all share a shape (the scan-start band): the default
+    # removes it, and records "both"; --flatten both must do the same.
+    data = make_synthetic((96, 96), 8, 2, noise=0.05, seed=4)
+    cols = np.arange(96)
+    img = data.image + 0.6 * np.exp(-cols / 6.0)[None, :]
+    path = tmp_path / "band.tif"
+    tifffile.imwrite(path, img.astype(np.float32))
+    runs = {}
+    for name, extra in (("auto", []), ("both", ["--flatten", "both"])):
+        out = tmp_path / name
+        assert main(["solve", str(path), *FAST, *extra, "--out", str(out)]) == 0
+        runs[name] = load_bundle(out / "band.sasd")
+    capsys.readouterr()
+    assert runs["auto"].record["flatten"] == runs["both"].record["flatten"] == "both"
+    np.testing.assert_allclose(runs["both"].kernels, runs["auto"].kernels, atol=1e-6)
+    np.testing.assert_array_equal(runs["both"].defects.positions, runs["auto"].defects.positions)

@@ -193,7 +193,7 @@ def add_commands(sub: Any) -> None:
         "--flatten",
         choices=("auto", "none", "plane", "lines", "both"),
         default="auto",
-        help="as for solve (auto: both for Nanonis files, none otherwise)",
+        help="as for solve (auto, the default: both)",
     )
     p.add_argument("--roi", type=roi_arg, metavar="Y0,X0,Y1,X1", help="analyse only this region")
     p.add_argument(

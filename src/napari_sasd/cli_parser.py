@@ -127,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--flatten",
         choices=("auto", "none", "plane", "lines", "both"),
         default="auto",
-        help="remove a plane and/or scan-line offsets first; auto (default): both, and the "
-        "line shape all scan lines share (the scan-start band)",
+        help="remove a plane and/or the scan lines' offsets and shared shape (the scan-start "
+        "band) first; auto (default): both",
     )
     s.add_argument(
         "--scars",

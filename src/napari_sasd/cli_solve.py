@@ -144,11 +144,15 @@ def solve_file(
         region = [y0, x0, y1, x1]
     raw = data  # the measured values, for the spectra
     mode = opts.flatten
-    # auto: every scan needs it (tilt, line offsets), pictures of scans too,
-    # and the line shape all lines share (the scan-start band), as analyse does.
-    shape = mode == "auto"
+    # auto: both; every scan needs it (tilt, line offsets), pictures of scans
+    # too. Line flattening includes the line shape all lines share (the
+    # scan-start band), as analyse does: the record says "both" for auto, and
+    # giving that back as --flatten both must reproduce the run (without the
+    # shape it did not: 26 points instead of 34 on a labelled WSe2 scan,
+    # median F1 0.77 instead of 0.85 over the five).
     if mode == "auto":
         mode = "both"
+    shape = mode in ("lines", "both")
     if mode != "none":
         data = flatten(
             data, plane=mode in ("plane", "both"), lines=mode in ("lines", "both"), columns=shape
