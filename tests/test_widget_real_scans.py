@@ -11,6 +11,7 @@ import pytest
 
 from napari_sasd.detection import DEFAULT_SIGNIFICANCE
 from napari_sasd.layers import META_KEY
+from napari_sasd.spans import FAINT_MARGIN
 
 K = 10
 
@@ -117,6 +118,10 @@ def test_significance_slider_changes_points_without_a_new_solve(
         want = widget.analysis.analysis.redetect(z)
         assert len(pts.data) == len(want)
         assert widget.histogram.threshold_positions()[0] == pytest.approx(z)
+        # The faint tier's lower edge follows it (tall copies count down to there).
+        lower = widget.histogram.faint_positions()
+        assert len(lower) == len(widget.histogram.lines) > 0
+        assert lower == pytest.approx([z - FAINT_MARGIN] * len(lower))
     assert counts == sorted(counts, reverse=True) and counts[0] > counts[-1], counts
     assert len(solver_masks) == solves  # no new solve
 

@@ -15,7 +15,9 @@ class HistogramPanel(QWidget):
     """A matplotlib canvas (Qt backend) with one step histogram per motif.
 
     Every local maximum of the activation maps is a candidate; those right of
-    the threshold line are the defects shown. The line follows the slider
+    the threshold line are the defects shown, and with a faint margin those
+    between the dotted line and it that span many scan lines
+    (:mod:`napari_sasd.spans`). The lines follow the slider
     (:meth:`set_thresholds`) without recomputing the histogram.
     """
 
@@ -29,6 +31,8 @@ class HistogramPanel(QWidget):
         self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.ax = self.figure.add_subplot()
         self.lines: list = []
+        self.faint_lines: list = []
+        self._faint: float | None = None
         self.n_motifs = 0
         self._amp = np.zeros(0)
         self._motif = np.zeros(0, int)
@@ -45,18 +49,29 @@ class HistogramPanel(QWidget):
         colors: Sequence[str] | None = None,
         xlabel: str | None = None,
         counted: int | None = None,
+        faint: float | None = None,
     ) -> None:
         """Draw the histograms of a new result and its threshold lines.
 
         ``amplitudes`` are the candidates' values on the threshold's scale:
         their significance (``xlabel`` says so) or amplitude (image units).
         ``counted``: how many defects they give (close copies merged, flagged
-        motifs left out), when not simply those right of the line.
+        motifs left out), when not simply those right of the line. ``faint``:
+        how far under the threshold a copy that spans many scan lines still
+        counts (a dotted line there); None: no such tier.
         """
         self.n_motifs = n_motifs
         self._amp = np.asarray(amplitudes, float)
         self._motif = np.asarray(motif, int)
         self.lines = draw_histogram(self.ax, amplitudes, motif, thresholds, n_motifs, colors)
+        self._faint = faint
+        self.faint_lines = []
+        if faint is not None:
+            for line in self.lines:
+                t = float(np.asarray(line.get_xdata())[0])
+                self.faint_lines.append(
+                    self.ax.axvline(t - faint, color=line.get_color(), lw=1.0, ls=":")
+                )
         if xlabel:
             self.ax.set_xlabel(xlabel)
         self.figure.subplots_adjust(left=0.16, right=0.97, bottom=0.2, top=0.88)
@@ -81,6 +96,9 @@ class HistogramPanel(QWidget):
             thr = thr * len(self.lines)
         for line, t in zip(self.lines, thr, strict=False):
             line.set_xdata([t, t])
+        for line, t in zip(self.faint_lines, thr, strict=False):
+            lo = t - (self._faint or 0.0)
+            line.set_xdata([lo, lo])
         if self.lines:
             self._title(thr, counted)
         self.canvas.request_draw()
@@ -89,9 +107,15 @@ class HistogramPanel(QWidget):
         """Where the threshold lines are drawn (image units)."""
         return [float(np.asarray(line.get_xdata())[0]) for line in self.lines]
 
+    def faint_positions(self) -> list[float]:
+        """Where the faint tier's lower lines are drawn (empty: no tier)."""
+        return [float(np.asarray(line.get_xdata())[0]) for line in self.faint_lines]
+
     def clear(self) -> None:
         """No result: an empty plot."""
         self.ax.clear()
         self.lines = []
+        self.faint_lines = []
+        self._faint = None
         self.n_motifs = 0
         self.canvas.request_draw()

@@ -60,9 +60,11 @@ class ResultPlots(QTabWidget):
         threshold: float,
         n_motifs: int,
         counted: int | None = None,
+        faint: float | None = None,
     ) -> None:
         """Every candidate copy's significance (computed in the worker), per
-        motif, split at the slider's ``threshold``; ``counted`` defects."""
+        motif, split at the slider's ``threshold``; ``counted`` defects;
+        ``faint``: the margin under it where tall copies count."""
         self.histogram.set_peaks(
             significance,
             motif,
@@ -71,6 +73,7 @@ class ResultPlots(QTabWidget):
             self._colors(n_motifs),
             xlabel="copy significance (× local noise)",
             counted=counted,
+            faint=faint,
         )
 
     def show_cube(

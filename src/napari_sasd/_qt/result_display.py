@@ -29,6 +29,7 @@ from ..layers import (
     result_layers,
     update_points,
 )
+from ..spans import FAINT_MARGIN
 from .run_setup import RunContext, _digest
 
 __all__ = ["ResultDisplay", "layer_sweep"]
@@ -174,8 +175,10 @@ class ResultDisplay:
         )
         yield
         cand = dock.candidates
+        # The faint tier's lower edge, where the detection has one (spans.py).
+        faint = None if cand.tall is None else FAINT_MARGIN
         self.plots.show_significance(
-            cand.significance, cand.defects.motif, z, result.n_motifs, len(defects)
+            cand.significance, cand.defects.motif, z, result.n_motifs, len(defects), faint
         )
 
     def _prepared_layers(self, analysis, ctx: RunContext, geometry: dict) -> list[tuple]:
