@@ -38,7 +38,7 @@ from scipy.spatial import cKDTree
 
 from .peaks import Defects, find_defects
 from .rims import Rims, find_rims
-from .spans import FAINT_MARGIN, LineSpans
+from .spans import FAINT_MARGIN, LineSpans, counted
 
 __all__ = [
     "DEFAULT_SIGNIFICANCE",
@@ -338,12 +338,15 @@ def detect_copies(
     # Every peak above the global level, then each held to its local level.
     found = find_defects(maps.maps, maps.thresholds(low), min_distance=maps.radius)
     z = maps.significance(found)
-    ok = z > significance
+    tall = None
     if maps.spans is not None:
-        faint = (z > low) & ~ok
+        # Spans only of the copies they can decide (a few, under the threshold).
+        tall = np.zeros(len(z), bool)
+        faint = (z > low) & (z <= significance)
         if faint.any():
             sub = Defects(found.positions[faint], found.motif[faint], found.amplitude[faint])
-            ok[np.flatnonzero(faint)[maps.spans.tall(sub)]] = True
+            tall[faint] = maps.spans.tall(sub)
+    ok = counted(z, significance, tall)
     found = Defects(found.positions[ok], found.motif[ok], found.amplitude[ok])
     if not merge or len(found) < 2 or len(maps.maps) < 2:
         return found

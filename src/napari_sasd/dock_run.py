@@ -23,7 +23,7 @@ from .peaks import Defects
 from .pipeline import Analysis, flag_motifs, iter_analyse, user_defects
 from .result import SolveProgress, SolveResult
 from .rims import Rims
-from .spans import FAINT_MARGIN
+from .spans import counted
 
 __all__ = ["Candidates", "DockAnalysis", "iter_dock_analysis", "iter_dock_locate"]
 
@@ -66,9 +66,7 @@ class Candidates:
         flagged motifs' left out unless ``keep_artefacts``: as
         :meth:`Analysis.redetect`."""
         d, z = self.defects, self.significance
-        ok = z > significance
-        if self.tall is not None:
-            ok |= self.tall & (z > max(significance - FAINT_MARGIN, 0.0))
+        ok = counted(z, significance, self.tall)
         found = Defects(d.positions[ok], d.motif[ok], d.amplitude[ok])
         zk = z[ok]
         if self.n_motifs >= 2:

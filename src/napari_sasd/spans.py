@@ -28,7 +28,7 @@ import numpy as np
 
 from .peaks import Defects
 
-__all__ = ["FAINT_MARGIN", "TALL_SHARE", "LineSpans"]
+__all__ = ["FAINT_MARGIN", "TALL_SHARE", "LineSpans", "counted"]
 
 #: How far under the threshold (in significance units) a copy that spans many
 #: scan lines still counts.
@@ -96,3 +96,14 @@ class LineSpans:
     def tall(self, defects: Defects) -> np.ndarray:
         """Whether each copy spans at least :data:`TALL_SHARE` of its motif's height."""
         return self.lines(defects) > TALL_SHARE * self.kernels.shape[-2]
+
+
+def counted(z: np.ndarray, significance: float, tall: np.ndarray | None) -> np.ndarray:
+    """Which copies count at ``significance``: those past it, and with ``tall``
+    (each copy's :meth:`LineSpans.tall`; None: no faint tier) the tall ones
+    down to ``significance - FAINT_MARGIN``. One rule for the detection and
+    the dock's slider."""
+    ok = np.asarray(z) > significance
+    if tall is not None:
+        ok |= np.asarray(tall, bool) & (np.asarray(z) > max(significance - FAINT_MARGIN, 0.0))
+    return ok
