@@ -36,6 +36,7 @@ from numpy.typing import ArrayLike
 from scipy import ndimage, signal
 from scipy.spatial import cKDTree
 
+from .metrics import robust_std
 from .peaks import Defects, find_defects
 from .rims import Rims, find_rims
 from .spans import FAINT_MARGIN, LineSpans, counted
@@ -131,13 +132,6 @@ def _as_nckk(kernels: np.ndarray) -> np.ndarray:
     return k[:, None] if k.ndim == 3 else k
 
 
-def _robust_std(v: np.ndarray) -> float:
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return 0.0
-    return 1.4826 * float(np.median(np.abs(v - np.median(v))))
-
-
 def _matched_filter(r: np.ndarray, a: np.ndarray) -> np.ndarray:
     """``(C, H, W)`` data correlated with a ``(C, kh, kw)`` motif, summed over channels."""
     return sum(signal.correlate(r[c], a[c], mode="same", method="fft") for c in range(len(r)))
@@ -159,7 +153,7 @@ def _edge_factor(mf: np.ndarray, obs: np.ndarray, k: tuple[int, int]) -> np.ndar
     """
     h, w = mf.shape
     out = np.ones((h, w))
-    whole = _robust_std(mf[obs])
+    whole = robust_std(mf[obs])
     if whole <= 0:
         return out
     for axis, depth in ((0, k[0]), (1, k[1])):
@@ -173,7 +167,7 @@ def _edge_factor(mf: np.ndarray, obs: np.ndarray, k: tuple[int, int]) -> np.ndar
                 ok = obs[sel]
                 if ok.sum() < EDGE_MIN_PIXELS:
                     continue
-                ratio = _robust_std(mf[sel][ok]) / whole
+                ratio = robust_std(mf[sel][ok]) / whole
                 out[sel] = np.maximum(out[sel], ratio)
     return out
 
@@ -209,7 +203,7 @@ def _background_floor(
                 for c in range(len(back)):
                     back[c] -= signal.fftconvolve(xs, a[n, c], mode="same")
         noise = np.array(
-            [max(noise_r[n], _robust_std(_matched_filter(back, a[n])[obs])) for n in range(len(x))]
+            [max(noise_r[n], robust_std(_matched_filter(back, a[n])[obs])) for n in range(len(x))]
         )
         local = np.maximum(local_r, noise[:, None, None])
         keep = maps >= FLOOR_SIGNIFICANCE * local
@@ -290,7 +284,7 @@ def copy_maps(
         ac = sum(signal.fftconvolve(c, c[::-1, ::-1], mode="full") for c in a[n])
         maps[n] = signal.fftconvolve(x[n], ac, mode="same")
         mf = _matched_filter(r, a[n])
-        noise[n] = _robust_std(mf[obs])
+        noise[n] = robust_std(mf[obs])
         # Local RMS over LOCAL_WINDOW motif sizes, observed pixels only.
         win = (LOCAL_WINDOW * kh, LOCAL_WINDOW * kw)
         num = ndimage.uniform_filter(np.where(obs, mf, 0.0) ** 2, win, mode="constant")

@@ -32,7 +32,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import ndimage, signal
 
-__all__ = ["FLAG_TEXT", "motif_flags"]
+__all__ = ["FLAG_TEXT", "main_channel_sign", "motif_flags"]
 
 #: What the gallery and the record say for each flag.
 FLAG_TEXT = {
@@ -69,6 +69,18 @@ TEXTURE_RELATIVE = 0.6
 #: kind, 0.61 of the brighter one: 7).
 WEAK_RELATIVE = 0.8
 WEAK_ABSOLUTE = 2.0
+
+
+def main_channel_sign(a: np.ndarray) -> tuple[int, float]:
+    """A ``(C, kh, kw)`` motif's strongest channel (a cube's motif speaks
+    through it) and the sign of the motif's centre there (its sum over the
+    central third of the window): +1 for a bright defect, -1 for a dark one,
+    0 for a centre that sums to nothing."""
+    c = int(np.argmax((a**2).sum(axis=(1, 2))))
+    kh, kw = a.shape[-2:]
+    ch, cw = kh // 6, kw // 6
+    centre = a[c, kh // 2 - ch : kh // 2 + ch + 1, kw // 2 - cw : kw // 2 + cw + 1].sum()
+    return c, float(np.sign(centre))
 
 
 def centre_share(a: np.ndarray) -> float:
@@ -159,7 +171,7 @@ def motif_flags(
         raise ValueError(f"kernels must be (N, kh, kw) or (N, C, kh, kw), got {k.shape}")
     out: list[list[str]] = []
     # Channels of a cube: the channel with the most energy speaks for the motif.
-    main = [a[int(np.argmax((a**2).sum(axis=(1, 2))))] for a in k]
+    main = [a[main_channel_sign(a)[0]] for a in k]
     shares = [centre_share(a2) for a2 in main]
     for n, a2 in enumerate(main):
         flags = []

@@ -1,4 +1,5 @@
-"""Yardsticks of ``method.md``: shift-invariant motif similarity and peak matching."""
+"""Yardsticks of ``method.md``: shift-invariant motif similarity and peak matching;
+a robust spread."""
 
 from __future__ import annotations
 
@@ -159,3 +160,14 @@ def box_scores(
 
 def _f1(p: float, r: float) -> float:
     return 0.0 if p + r == 0 else 2 * p * r / (p + r)
+
+
+def robust_std(v: np.ndarray) -> float:
+    """Standard deviation from the median absolute deviation (1.4826 MAD) of
+    the finite values of ``v``: the noise level, blind to the few large
+    values (defects) a sample holds. 0 for no finite value."""
+    v = np.asarray(v, np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return 0.0
+    return 1.4826 * float(np.median(np.abs(v - np.median(v))))

@@ -32,6 +32,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import ndimage
 
+from .flags import main_channel_sign
+from .metrics import robust_std
 from .peaks import Defects
 
 __all__ = ["Rims", "find_rims", "merge_rims"]
@@ -70,10 +72,6 @@ class Rims:
     centres: np.ndarray
 
 
-def _robust_std(v: np.ndarray) -> float:
-    return 1.4826 * float(np.median(np.abs(v - np.median(v))))
-
-
 def find_rims(data: ArrayLike, kernels: ArrayLike, mask: ArrayLike | None = None) -> Rims:
     """The large defects' cores and the rims around them, for each motif.
 
@@ -108,19 +106,16 @@ def find_rims(data: ArrayLike, kernels: ArrayLike, mask: ArrayLike | None = None
     kh, kw = a.shape[-2:]
     z_of: dict[int, np.ndarray] = {}
     for n, an in enumerate(a):
-        # A cube's motif speaks through its strongest channel.
-        c = int(np.argmax((an**2).sum(axis=(1, 2))))
-        ch, cw = kh // 6, kw // 6
-        centre = an[c, kh // 2 - ch : kh // 2 + ch + 1, kw // 2 - cw : kw // 2 + cw + 1].sum()
-        if centre == 0:
+        c, sign = main_channel_sign(an)
+        if sign == 0:
             continue
         if c not in z_of:
             yc = np.where(obs, y[c], np.median(y[c][obs]))
             s = ndimage.gaussian_filter(yc, CORE_SMOOTH * max(kh, kw))
-            spread = _robust_std(s[obs])
+            spread = robust_std(s[obs])
             z_of[c] = (s - np.median(s[obs])) / max(spread, 1e-300)
         # The core has the sign opposite to the motif's centre.
-        core = (-np.sign(centre) * z_of[c]) > CORE_SIGNIFICANCE
+        core = (-sign * z_of[c]) > CORE_SIGNIFICANCE
         lab, nl = ndimage.label(core)
         if nl == 0:
             continue

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .flags import main_channel_sign
 from .peaks import Defects
 
 __all__ = ["FAINT_MARGIN", "TALL_SHARE", "LineSpans", "counted"]
@@ -64,10 +65,8 @@ class LineSpans:
         n_, _, kh, kw = self.kernels.shape
         _, h, w = self.data.shape
         out = np.zeros(len(defects))
-        main = [int(np.argmax((a**2).sum(axis=(1, 2)))) for a in self.kernels]
-        ch, cw = kh // 6, kw // 6
-        centre = (slice(kh // 2 - ch, kh // 2 + ch + 1), slice(kw // 2 - cw, kw // 2 + cw + 1))
-        sign = [float(np.sign(self.kernels[n, m][centre].sum())) for n, m in enumerate(main)]
+        main, sign = zip(*(main_channel_sign(a) for a in self.kernels), strict=True)
+        cw = kw // 6
         for j, ((r, c), n) in enumerate(zip(defects.positions, defects.motif, strict=True)):
             n = int(n)
             if n >= n_ or sign[n] == 0:
